@@ -1,0 +1,196 @@
+"""The Backend contract: what every broker module implements, and what they all share.
+
+Every operation is batched: one call, one round trip (or one transaction) for many
+messages. The conformance suite in ``tests/conformance/`` is the executable form of this
+contract; a backend is done when it passes all of it.
+
+Semantics every backend keeps (the suite checks each):
+
+Enqueue
+    ``enqueue(messages)`` stores the messages durably before it returns and returns, for each
+    input, the id that now stands for it: its own id, or, when its ``key`` is already held by
+    a message enqueued within that message's ``result_ttl``, the first message's id (nothing
+    new is stored). An id that already exists is not stored twice (sends may be retried).
+    A message is ``waiting`` when it has ``after`` and that message has no stored outcome
+    yet, or when it is a ``join`` whose members have not settled as its mode requires;
+    ``scheduled`` when its due time (``max(now + delay, run_at)``, backend clock) is in the
+    future; otherwise ``pending``.
+
+Fetch
+    ``fetch(queues, limit, worker, lease, wait)`` leases up to ``limit`` due messages, from
+    the queues in
+    the order given, within a queue highest ``priority`` first, then earliest due time, then
+    id (FIFO). Each lease lasts the message's ``lease`` seconds (or ``lease`` if given) on the
+    backend's clock. Every fetch increments the message's ``attempt`` (the fencing token).
+    A message whose lease ran out is due again; when it has run out ``max_deliveries`` times
+    without a settle, the next fetch dead-letters it as poison instead of delivering it.
+    A message whose ``expires_at`` has passed is settled ``dead`` (expired) instead.
+    Two concurrent fetches never lease the same message. When nothing is due, fetch waits up
+    to ``wait`` seconds for a message to become due (pushed where the broker can, polled
+    otherwise) before it returns an empty list.
+
+Extend, release
+    ``extend(leases)`` pushes the lease deadline of each held delivery to now + its lease and
+    returns the ids that are no longer held as that attempt (settled, or taken over).
+    ``release(leases)`` makes held messages pending again at once without counting a failure
+    or a lost delivery (a worker shutting down); it returns how many it released.
+
+Settle
+    ``settle(outcomes)`` applies each outcome atomically and returns, per outcome, whether it
+    was applied. An outcome is refused (``False``) unless its message is still leased as
+    ``outcome.attempt``. Applying a final outcome (succeeded, failed, cancelled, dead) in one
+    step: stores the result for ``result_ttl`` seconds (``dead`` also stores a dead letter),
+    removes the message, makes every message waiting ``after`` it due, and advances every join
+    it is a member of (firing the join message once when its mode is satisfied). The first
+    stored outcome of an id wins: a later one never replaces it. ``retry`` makes the message
+    scheduled ``retry_in`` seconds from now with ``failures + 1``.
+
+Joins
+    A join message's ``join.members`` are message ids. It fires (becomes due) exactly once:
+    ``all`` when every member succeeded or any failed; ``all_settled`` when every member
+    settled; ``any`` when one succeeded or all settled; ``race`` when one settled. Members
+    already settled when the join is enqueued count at once. The join message is then run by
+    the worker like any other; the worker combines the members' results.
+
+Results, wait
+    ``results(ids)`` returns the stored, unexpired outcomes among ``ids``. ``wait(ids,
+    timeout)`` returns as soon as at least one of ``ids`` has an outcome (all that have one),
+    or an empty dict when ``timeout`` runs out. Backends push where the broker can push;
+    polling backends poll adaptively.
+
+Control
+    ``cancel(ids)`` settles each waiting, scheduled or pending message as ``cancelled`` and
+    returns the ids it cancelled (a leased or settled message is left alone).
+    ``dead_letters(queue, limit)`` lists dead letters, oldest first. ``requeue(ids)`` moves
+    dead letters back to pending with a fresh attempt count and forgets their stored outcome.
+    ``purge_dead(ids)`` deletes dead letters (all when ids is None). ``purge(queue)`` deletes
+    the queue's waiting, scheduled and pending messages. ``stats()`` counts by queue and
+    state. ``inspect(id)`` tells all that is known of one id. ``heartbeat`` records a live
+    worker for ``ttl`` seconds; ``retire`` removes its record. ``sweep()`` deletes expired
+    results, keys, dead letters and worker records and returns how many rows it removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection, Sequence
+from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+from pigeon.message import (
+    DeadLetter,
+    Delivery,
+    Lease,
+    Message,
+    MessageInfo,
+    Outcome,
+    Result,
+    Stats,
+    WorkerInfo,
+)
+
+#: Dead letters are kept this long (seconds) unless the App says otherwise.
+DEAD_LETTER_TTL = 7 * 86400.0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The operations every broker module implements. See the module docstring."""
+
+    url: str
+    """The URL the backend was made from, with any password replaced by ``***``."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def time(self) -> float: ...
+
+    async def enqueue(self, messages: Sequence[Message]) -> list[str]: ...
+    async def fetch(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        worker: str,
+        lease: float | None = None,
+        wait: float = 0.0,
+    ) -> list[Delivery]: ...
+    async def extend(self, leases: Sequence[Lease]) -> set[str]: ...
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]: ...
+    async def release(self, leases: Sequence[Lease]) -> int: ...
+
+    async def results(self, ids: Collection[str]) -> dict[str, Result]: ...
+    async def wait(self, ids: Collection[str], timeout: float) -> dict[str, Result]: ...
+
+    async def cancel(self, ids: Collection[str]) -> list[str]: ...
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]: ...
+    async def requeue(self, ids: Collection[str]) -> int: ...
+    async def purge_dead(self, ids: Collection[str] | None = None) -> int: ...
+    async def purge(self, queue: str) -> int: ...
+    async def inspect(self, id: str) -> MessageInfo | None: ...
+    async def stats(self) -> Stats: ...
+    async def heartbeat(self, info: WorkerInfo, ttl: float) -> None: ...
+    async def retire(self, worker: str) -> None: ...
+    async def sweep(self) -> int: ...
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, safe for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def join_fired(mode: str, total: int, settled: int, succeeded: int) -> bool:
+    """Whether a join with these counts is satisfied (the rule every backend shares)."""
+    failed = settled - succeeded
+    if mode == "all":
+        return failed > 0 or settled >= total
+    if mode == "all_settled":
+        return settled >= total
+    if mode == "any":
+        return succeeded > 0 or settled >= total
+    if mode == "race":
+        return settled > 0 or total == 0
+    raise ValueError(f"unknown join mode {mode!r}")
+
+
+class Poller:
+    """Adaptive polling for backends that cannot push (SQLite).
+
+    Waits start fast (so a round trip costs about a millisecond) and slow down while
+    nothing happens, so an idle worker or waiter costs little CPU. A settle or enqueue made
+    through the same backend object in this process wakes waiters at once through ``kick``.
+    """
+
+    def __init__(self, fastest: float = 0.0005, slowest: float = 0.05, patience: float = 0.2):
+        self.fastest = fastest
+        self.slowest = slowest
+        self.patience = patience  # seconds of fast polling before backing off
+        self._event: asyncio.Event | None = None
+
+    def kick(self) -> None:
+        """Something changed in this process: wake every poller now."""
+        if self._event is not None:
+            self._event.set()
+
+    async def sleep(self, idle_since: float) -> None:
+        """Sleep for the next polling interval, or until kicked."""
+        idle = time.monotonic() - idle_since
+        if idle < self.patience:
+            delay = self.fastest
+        else:
+            delay = min(self.slowest, self.fastest * (1 + (idle - self.patience) * 100))
+        if self._event is None:
+            self._event = asyncio.Event()
+        event = self._event
+        try:
+            async with asyncio.timeout(delay):
+                await event.wait()
+        except TimeoutError:
+            pass
+        if event.is_set():
+            # Replace rather than clear, so every sleeper woken by this kick sees it.
+            self._event = asyncio.Event()

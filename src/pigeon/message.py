@@ -1,0 +1,241 @@
+"""The records that travel between the App, the backends and the workers.
+
+Everything here is a msgspec Struct so that it encodes in one pass and costs little to
+build. Nothing here knows about task functions or about a particular broker.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any, Literal
+
+import msgspec
+
+#: The states a message can be in, as the CLI shows them.
+#:   waiting    held until another message (``after``) settles or a join fires
+#:   scheduled  pending, but not due before its run_at
+#:   pending    ready to be fetched
+#:   leased     held by a worker until its lease runs out
+#:   succeeded / failed / cancelled / dead: settled, an outcome is stored
+State = Literal[
+    "waiting", "scheduled", "pending", "leased", "succeeded", "failed", "cancelled", "dead"
+]
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "dead"})
+
+#: How a follow-up message depends on the message named by its ``after``.
+Mode = Literal["then", "catch", "finally"]
+#: How a join combines its members (JavaScript's Promise combinators).
+JoinMode = Literal["all", "any", "race", "all_settled"]
+
+EMPTY_ARGS = msgspec.Raw(b"[]")
+EMPTY_KWARGS = msgspec.Raw(b"{}")
+
+_rng = random.Random()
+_last_ms = 0
+_seq = 0
+
+
+def _reseed() -> None:
+    global _last_ms, _seq
+    _rng.seed(os.urandom(16))
+    _last_ms = _seq = 0
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
+def new_id() -> str:
+    """A UUIDv7 string: time-ordered (millisecond, then a counter) and random beyond that.
+
+    Ids made by one process sort in the order they were made, which keeps FIFO order cheap to
+    index and makes ids readable as a rough timeline.
+    """
+    global _last_ms, _seq
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms:
+        ms = _last_ms
+        _seq += 1
+        if _seq > 0xFFF:  # 4,096 ids in one millisecond: borrow the next millisecond
+            ms += 1
+            _seq = 0
+    else:
+        _seq = _rng.getrandbits(8)
+    _last_ms = ms
+    rand = _rng.getrandbits(62)
+    value = (ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62) | rand
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class JoinSpec(msgspec.Struct, frozen=True, array_like=True):
+    """Makes a message a join: it is held until its members settle as ``mode`` requires."""
+
+    members: list[str]
+    mode: JoinMode
+
+
+class Message(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One request for work, as stored in the backend.
+
+    Times are seconds. ``delay`` is relative to the backend's clock at enqueue; ``run_at`` is
+    an absolute epoch time (the later of the two wins). ``result_ttl`` 0 keeps no outcome
+    (``fire``). ``after``/``mode`` make this a follow-up of another message: it is held until
+    that message settles, then runs with its outcome. ``join`` makes this a join message.
+    """
+
+    id: str
+    task: str
+    queue: str = "default"
+    args: msgspec.Raw = EMPTY_ARGS
+    kwargs: msgspec.Raw = EMPTY_KWARGS
+    priority: int = 0
+    delay: float = 0.0
+    run_at: float | None = None
+    max_attempts: int = 1
+    max_deliveries: int = 3
+    timeout: float | None = None
+    lease: float = 30.0
+    key: str | None = None
+    expires_at: float | None = None
+    result_ttl: float = 86400.0
+    after: str | None = None
+    mode: Mode | None = None
+    join: JoinSpec | None = None
+    headers: dict[str, str] = {}
+    created_at: float = 0.0
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """A message leased to one worker by ``fetch``.
+
+    ``body`` is the message as stored (decoded by the worker, which dead-letters it when it
+    cannot). ``attempt`` counts the deliveries of this message and is the fencing token a
+    settle must carry. ``failures`` counts the failed attempts so far (retries spent).
+    """
+
+    id: str
+    attempt: int
+    failures: int
+    body: bytes
+
+
+class Lease(msgspec.Struct, frozen=True, array_like=True):
+    """Names one held delivery: the message id and the attempt it was leased as."""
+
+    id: str
+    attempt: int
+
+
+class Failure(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Why a message failed: the remote exception, as a ``catch`` follow-up receives it."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    id: str = ""
+
+
+class Settled(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One entry of ``Promise.all_settled``: ``fulfilled`` with a value or ``rejected``."""
+
+    status: Literal["fulfilled", "rejected"]
+    value: Any = None
+    reason: Any = None
+
+
+OutcomeState = Literal["succeeded", "failed", "retry", "cancelled", "dead"]
+
+
+class Outcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a worker reports for one delivery, applied atomically by ``settle``.
+
+    - ``succeeded``: ``value`` (encoded result) is stored for ``result_ttl`` seconds.
+    - ``failed`` / ``dead``: ``error`` is stored; ``dead`` also keeps the message in the
+      dead-letter store with ``error`` as the reason, from where it can be re-queued.
+    - ``retry``: nothing is stored; the message is pending again ``retry_in`` seconds from
+      now (backend clock) with one more failure counted.
+    - ``cancelled``: the outcome says so.
+    ``attempt`` is the fencing token: the settle is refused unless the message is still
+    leased as that attempt.
+    """
+
+    id: str
+    attempt: int
+    state: OutcomeState
+    value: msgspec.Raw | None = None
+    error: Failure | None = None
+    retry_in: float = 0.0
+    result_ttl: float = 86400.0
+
+
+class Result(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A stored outcome, as ``results`` and ``wait`` return it."""
+
+    id: str
+    state: Literal["succeeded", "failed", "cancelled", "dead"]
+    value: msgspec.Raw | None = None
+    error: Failure | None = None
+    settled_at: float = 0.0
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A message that will not run again unless re-queued, with the reason why."""
+
+    id: str
+    queue: str
+    task: str
+    reason: str
+    died_at: float
+    body: bytes
+
+
+class MessageInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Everything the backend knows of one message id, for ``pigeon inspect``."""
+
+    id: str
+    state: State
+    queue: str = ""
+    task: str = ""
+    attempt: int = 0
+    failures: int = 0
+    run_at: float | None = None
+    lease_until: float | None = None
+    worker: str | None = None
+    result: Result | None = None
+    reason: str | None = None
+    body: bytes | None = None
+
+
+class QueueStats(msgspec.Struct):
+    """Counts of the messages of one queue by state."""
+
+    waiting: int = 0
+    scheduled: int = 0
+    pending: int = 0
+    leased: int = 0
+    dead: int = 0
+
+
+class WorkerInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A worker process's heartbeat record."""
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    running: int = 0
+    done: int = 0
+    started_at: float = 0.0
+    last_seen: float = 0.0
+
+
+class Stats(msgspec.Struct):
+    """What ``pigeon status`` shows: per-queue counts, stored outcomes and live workers."""
+
+    queues: dict[str, QueueStats]
+    results: int
+    dead: int
+    workers: list[WorkerInfo]
