@@ -6,13 +6,8 @@ task is registered (``TaskCodec``), so the hot path only calls them. pickle is n
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Any, get_type_hints
-
 import msgspec
 
-from pigeon.errors import EncodeError
 from pigeon.message import Message
 
 _message_encoder = msgspec.json.Encoder()
@@ -27,4 +22,3 @@ def encode_message(message: Message) -> bytes:
 def decode_message(body: bytes) -> Message:
     """Parse a stored message; raises msgspec.DecodeError or ValidationError when it is bad."""
     return _message_decoder.decode(body)
-

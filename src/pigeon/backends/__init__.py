@@ -24,9 +24,7 @@ def from_url(url: str) -> Backend:
     target = _SCHEMES.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in sorted(_SCHEMES))
-        raise ConfigError(
-            f"unknown backend URL {redact(url)!r}: the scheme must be one of {known}"
-        )
+        raise ConfigError(f"unknown backend URL {redact(url)!r}: the scheme must be one of {known}")
     module_name, cls_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     backend: Backend = cls(url)

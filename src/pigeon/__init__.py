@@ -1,0 +1,1 @@
+"""pigeon: asynchronous tasks and messages for Python."""

@@ -1,0 +1,494 @@
+"""``memory://``: the whole contract in one process's memory, for tests and the reference.
+
+Every operation runs without awaiting in between, so each is atomic on the event loop. The
+store lives as long as the backend object; nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from pigeon import codec
+from pigeon.backends.base import DEAD_LETTER_TTL, join_fired, redact
+from pigeon.message import (
+    FINAL_STATES,
+    DeadLetter,
+    Delivery,
+    Failure,
+    Lease,
+    Message,
+    MessageInfo,
+    Outcome,
+    QueueStats,
+    Result,
+    Stats,
+    WorkerInfo,
+)
+
+_KEEP_FOR_DEPENDENTS = 86400.0
+
+
+@dataclass
+class _Record:
+    message: Message
+    body: bytes
+    state: str  # waiting | pending | leased
+    due: float
+    seq: int
+    attempt: int = 0
+    failures: int = 0
+    expiries: int = 0
+    lease_until: float = 0.0
+    worker: str | None = None
+    version: int = 0  # bumped on every state change; stale heap entries are skipped
+
+
+@dataclass
+class _Join:
+    mode: str
+    total: int
+    settled: int = 0
+    succeeded: int = 0
+    fired: bool = False
+    members: list[str] = field(default_factory=list)
+
+
+class MemoryBackend:
+    """The reference backend: simple data structures, every rule of the contract."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = redact(url)
+        self._msgs: dict[str, _Record] = {}
+        self._ready: dict[str, list[tuple[int, float, int, str, int]]] = {}
+        self._scheduled: list[tuple[float, int, str, int]] = []
+        self._leases: list[tuple[float, str, int]] = []
+        self._results: dict[str, tuple[Result, float]] = {}
+        self._dead: dict[str, tuple[DeadLetter, float]] = {}
+        self._keys: dict[str, tuple[str, float]] = {}
+        self._followers: dict[str, list[str]] = {}
+        self._joins: dict[str, _Join] = {}
+        self._memberships: dict[str, list[str]] = {}
+        self._workers: dict[str, tuple[WorkerInfo, float]] = {}
+        self._seq = 0
+        self._changed: asyncio.Event | None = None
+
+    # lifecycle -----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def time(self) -> float:
+        return time.time()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def _wait_change(self, timeout: float) -> None:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+        except TimeoutError:
+            pass
+
+    # queue ----------------------------------------------------------------------------
+
+    def _make_due(self, rec: _Record, now: float) -> None:
+        rec.state = "pending"
+        rec.version += 1
+        if rec.due > now:
+            heapq.heappush(self._scheduled, (rec.due, rec.seq, rec.message.id, rec.version))
+        else:
+            self._push_ready(rec)
+
+    def _push_ready(self, rec: _Record) -> None:
+        heap = self._ready.setdefault(rec.message.queue, [])
+        heapq.heappush(heap, (-rec.message.priority, rec.due, rec.seq, rec.message.id, rec.version))
+
+    async def enqueue(self, messages: Sequence[Message]) -> list[str]:
+        now = time.time()
+        ids: list[str] = []
+        for m in messages:
+            if m.key is not None:
+                held = self._keys.get(m.key)
+                if held is not None and held[1] > now:
+                    ids.append(held[0])
+                    continue
+            ids.append(m.id)
+            if m.id in self._msgs or m.id in self._results or m.id in self._dead:
+                continue
+            if m.key is not None:
+                self._keys[m.key] = (m.id, now + max(m.result_ttl, 1.0))
+            due = max(now + m.delay, m.run_at or 0.0)
+            self._seq += 1
+            rec = _Record(m, codec.encode_message(m), "waiting", due, self._seq)
+            self._msgs[m.id] = rec
+            if m.join is not None:
+                join = _Join(m.join.mode, len(m.join.members), members=list(m.join.members))
+                self._joins[m.id] = join
+                for member in m.join.members:
+                    self._memberships.setdefault(member, []).append(m.id)
+                    stored = self._results.get(member)
+                    if stored is not None:
+                        join.settled += 1
+                        join.succeeded += stored[0].state == "succeeded"
+                if join_fired(join.mode, join.total, join.settled, join.succeeded):
+                    join.fired = True
+                    self._make_due(rec, now)
+            elif m.after is not None and m.after not in self._results:
+                self._followers.setdefault(m.after, []).append(m.id)
+            else:
+                self._make_due(rec, now)
+        self._notify()
+        return ids
+
+    def _promote(self, now: float) -> None:
+        """Move due scheduled messages to their ready heaps; reclaim lapsed leases."""
+        while self._scheduled and self._scheduled[0][0] <= now:
+            _, _, mid, version = heapq.heappop(self._scheduled)
+            rec = self._msgs.get(mid)
+            if rec is not None and rec.version == version and rec.state == "pending":
+                self._push_ready(rec)
+        while self._leases and self._leases[0][0] <= now:
+            until, mid, attempt = heapq.heappop(self._leases)
+            rec = self._msgs.get(mid)
+            if rec is None or rec.state != "leased" or rec.attempt != attempt:
+                continue
+            if rec.lease_until > now:  # extended since this entry was pushed
+                heapq.heappush(self._leases, (rec.lease_until, mid, attempt))
+                continue
+            rec.expiries += 1
+            rec.worker = None
+            if rec.expiries >= rec.message.max_deliveries:
+                reason = (
+                    f"poison: lease expired {rec.expiries} times without a settle "
+                    "(the worker running it probably crashed)"
+                )
+                self._finish(rec, "dead", None, Failure("Poison", reason, id=mid), now)
+            else:
+                rec.due = until
+                rec.state = "pending"
+                rec.version += 1
+                self._push_ready(rec)
+
+    async def fetch(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        worker: str,
+        lease: float | None = None,
+        wait: float = 0.0,
+    ) -> list[Delivery]:
+        deadline = time.monotonic() + wait
+        while True:
+            out = self._fetch_now(queues, limit, worker, lease)
+            remaining = deadline - time.monotonic()
+            if out or remaining <= 0:
+                return out
+            next_due = self._next_due()
+            await self._wait_change(min(remaining, max(next_due - time.time(), 0.001)))
+
+    def _next_due(self) -> float:
+        times = [self._scheduled[0][0]] if self._scheduled else []
+        if self._leases:
+            times.append(self._leases[0][0])
+        return min(times) if times else time.time() + 3600
+
+    def _fetch_now(
+        self, queues: Sequence[str], limit: int, worker: str, lease: float | None
+    ) -> list[Delivery]:
+        now = time.time()
+        self._promote(now)
+        out: list[Delivery] = []
+        for queue in queues:
+            heap = self._ready.get(queue)
+            while heap and len(out) < limit:
+                _, _, _, mid, version = heapq.heappop(heap)
+                rec = self._msgs.get(mid)
+                if rec is None or rec.version != version or rec.state != "pending":
+                    continue
+                m = rec.message
+                if m.expires_at is not None and m.expires_at <= now:
+                    error = Failure("Expired", "the message expired before it could run", id=mid)
+                    self._finish(rec, "dead", None, error, now)
+                    continue
+                rec.attempt += 1
+                rec.state = "leased"
+                rec.version += 1
+                rec.worker = worker
+                rec.lease_until = now + (lease if lease is not None else m.lease)
+                heapq.heappush(self._leases, (rec.lease_until, mid, rec.attempt))
+                out.append(Delivery(mid, rec.attempt, rec.failures, rec.body))
+        return out
+
+    def _held(self, lease: Lease) -> _Record | None:
+        rec = self._msgs.get(lease.id)
+        if rec is None or rec.state != "leased" or rec.attempt != lease.attempt:
+            return None
+        return rec
+
+    async def extend(self, leases: Sequence[Lease]) -> set[str]:
+        now = time.time()
+        lost: set[str] = set()
+        for lease in leases:
+            rec = self._held(lease)
+            if rec is None:
+                lost.add(lease.id)
+            else:
+                rec.lease_until = now + rec.message.lease
+        return lost
+
+    async def release(self, leases: Sequence[Lease]) -> int:
+        now = time.time()
+        count = 0
+        for lease in leases:
+            rec = self._held(lease)
+            if rec is not None:
+                rec.worker = None
+                rec.due = now
+                self._make_due(rec, now)
+                count += 1
+        if count:
+            self._notify()
+        return count
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        now = time.time()
+        applied: list[bool] = []
+        for o in outcomes:
+            rec = self._held(Lease(o.id, o.attempt))
+            if rec is None:
+                applied.append(False)
+                continue
+            applied.append(True)
+            if o.state == "retry":
+                rec.failures += 1
+                rec.worker = None
+                rec.due = now + o.retry_in
+                self._make_due(rec, now)
+            else:
+                self._finish(rec, o.state, o.value, o.error, now, o.result_ttl)
+        self._notify()
+        return applied
+
+    def _finish(
+        self,
+        rec: _Record,
+        state: str,
+        value: msgspec.Raw | None,
+        error: Failure | None,
+        now: float,
+        ttl: float | None = None,
+    ) -> None:
+        """Settle a message for good: result, dead letter, followers, joins. One step."""
+        mid = rec.message.id
+        del self._msgs[mid]
+        rec.version += 1
+        followers = self._followers.pop(mid, [])
+        joins = self._memberships.get(mid, [])
+        ttl = rec.message.result_ttl if ttl is None else ttl
+        if ttl <= 0 and (followers or joins):
+            ttl = _KEEP_FOR_DEPENDENTS
+        if state == "dead":
+            reason = f"{error.type}: {error.message}" if error else "dead"
+            letter = DeadLetter(mid, rec.message.queue, rec.message.task, reason, now, rec.body)
+            self._dead[mid] = (letter, now + DEAD_LETTER_TTL)
+        if mid in self._results or ttl <= 0:
+            return self._advance(mid, followers, joins, state, now)
+        result = Result(mid, state, value, error, now)  # type: ignore[arg-type]
+        self._results[mid] = (result, now + ttl)
+        self._advance(mid, followers, joins, state, now)
+
+    def _advance(
+        self, mid: str, followers: list[str], joins: list[str], state: str, now: float
+    ) -> None:
+        for fid in followers:
+            follower = self._msgs.get(fid)
+            if follower is not None and follower.state == "waiting":
+                self._make_due(follower, now)
+        for jid in joins:
+            join = self._joins.get(jid)
+            if join is None or join.fired:
+                continue
+            join.settled += 1
+            join.succeeded += state == "succeeded"
+            if join_fired(join.mode, join.total, join.settled, join.succeeded):
+                join.fired = True
+                jrec = self._msgs.get(jid)
+                if jrec is not None and jrec.state == "waiting":
+                    self._make_due(jrec, now)
+
+    # results ---------------------------------------------------------------------------
+
+    async def results(self, ids: Collection[str]) -> dict[str, Result]:
+        now = time.time()
+        out: dict[str, Result] = {}
+        for mid in ids:
+            stored = self._results.get(mid)
+            if stored is not None and stored[1] > now:
+                out[mid] = stored[0]
+        return out
+
+    async def wait(self, ids: Collection[str], timeout: float) -> dict[str, Result]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = await self.results(ids)
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0:
+                return found
+            await self._wait_change(remaining)
+
+    # control ---------------------------------------------------------------------------
+
+    async def cancel(self, ids: Collection[str]) -> list[str]:
+        now = time.time()
+        done: list[str] = []
+        for mid in ids:
+            rec = self._msgs.get(mid)
+            if rec is None or rec.state == "leased":
+                continue
+            if rec.state == "waiting" and rec.message.after is not None:
+                waiting = self._followers.get(rec.message.after, [])
+                if mid in waiting:
+                    waiting.remove(mid)
+            error = Failure("Cancelled", "cancelled before it ran", id=mid)
+            self._finish(rec, "cancelled", None, error, now)
+            done.append(mid)
+        self._notify()
+        return done
+
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        letters = [d for d, _ in self._dead.values() if queue is None or d.queue == queue]
+        letters.sort(key=lambda d: (d.died_at, d.id))
+        return letters[:limit]
+
+    async def requeue(self, ids: Collection[str]) -> int:
+        now = time.time()
+        count = 0
+        for mid in ids:
+            stored = self._dead.pop(mid, None)
+            if stored is None:
+                continue
+            self._results.pop(mid, None)
+            m = codec.decode_message(stored[0].body)
+            self._seq += 1
+            rec = _Record(m, stored[0].body, "waiting", now, self._seq)
+            self._msgs[mid] = rec
+            self._make_due(rec, now)
+            count += 1
+        self._notify()
+        return count
+
+    async def purge_dead(self, ids: Collection[str] | None = None) -> int:
+        if ids is None:
+            count = len(self._dead)
+            self._dead.clear()
+            return count
+        return sum(self._dead.pop(mid, None) is not None for mid in ids)
+
+    async def purge(self, queue: str) -> int:
+        doomed = [
+            rec
+            for rec in self._msgs.values()
+            if rec.message.queue == queue and rec.state != "leased"
+        ]
+        for rec in doomed:
+            del self._msgs[rec.message.id]
+            rec.version += 1
+        return len(doomed)
+
+    async def inspect(self, id: str) -> MessageInfo | None:
+        now = time.time()
+        rec = self._msgs.get(id)
+        stored = self._results.get(id)
+        result = stored[0] if stored is not None and stored[1] > now else None
+        dead = self._dead.get(id)
+        if rec is not None:
+            m = rec.message
+            state = rec.state
+            if state == "pending" and rec.due > now:
+                state = "scheduled"
+            return MessageInfo(
+                id,
+                state,  # type: ignore[arg-type]
+                queue=m.queue,
+                task=m.task,
+                attempt=rec.attempt,
+                failures=rec.failures,
+                run_at=rec.due,
+                lease_until=rec.lease_until if rec.state == "leased" else None,
+                worker=rec.worker,
+                result=result,
+                body=rec.body,
+            )
+        if dead is not None:
+            letter = dead[0]
+            return MessageInfo(
+                id,
+                "dead",
+                queue=letter.queue,
+                task=letter.task,
+                result=result,
+                reason=letter.reason,
+                body=letter.body,
+            )
+        if result is not None:
+            assert result.state in FINAL_STATES
+            return MessageInfo(id, result.state, result=result)
+        return None
+
+    async def stats(self) -> Stats:
+        now = time.time()
+        queues: dict[str, QueueStats] = {}
+        for rec in self._msgs.values():
+            qs = queues.setdefault(rec.message.queue, QueueStats())
+            if rec.state == "waiting":
+                qs.waiting += 1
+            elif rec.state == "leased":
+                qs.leased += 1
+            elif rec.due > now:
+                qs.scheduled += 1
+            else:
+                qs.pending += 1
+        for letter, _ in self._dead.values():
+            queues.setdefault(letter.queue, QueueStats()).dead += 1
+        results = sum(1 for _, exp in self._results.values() if exp > now)
+        workers = [info for info, exp in self._workers.values() if exp > now]
+        return Stats(queues, results, len(self._dead), workers)
+
+    async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
+        now = time.time()
+        self._workers[info.id] = (msgspec.structs.replace(info, last_seen=now), now + ttl)
+
+    async def retire(self, worker: str) -> None:
+        self._workers.pop(worker, None)
+
+    async def sweep(self) -> int:
+        now = time.time()
+        count = 0
+        for store in (self._results, self._dead, self._keys, self._workers):
+            expired = [k for k, v in store.items() if v[1] <= now]
+            for k in expired:
+                del store[k]
+            count += len(expired)
+        for jid in [j for j in self._joins if j not in self._msgs]:
+            join = self._joins.pop(jid)
+            for member in join.members:
+                refs = self._memberships.get(member)
+                if refs is not None and jid in refs:
+                    refs.remove(jid)
+                    if not refs:
+                        del self._memberships[member]
+        return count
