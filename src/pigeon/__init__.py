@@ -1,1 +1,44 @@
-"""pigeon: asynchronous tasks and messages for Python."""
+"""pigeon: asynchronous tasks and messages for Python.
+
+Send work with ``task.send(...)``, get a ``Promise`` at once, and be told when it is done.
+"""
+
+from pigeon.app import App
+from pigeon.context import Current, current
+from pigeon.errors import (
+    AggregateError,
+    BackendError,
+    Cancelled,
+    ConfigError,
+    EncodeError,
+    PigeonError,
+    ResultNotKept,
+    TaskError,
+    TaskNotFound,
+    Timeout,
+)
+from pigeon.message import Failure, Settled
+from pigeon.promise import Promise
+from pigeon.task import BoundTask, Task, TaskOptions
+
+__all__ = [
+    "AggregateError",
+    "App",
+    "BackendError",
+    "BoundTask",
+    "Cancelled",
+    "ConfigError",
+    "Current",
+    "EncodeError",
+    "Failure",
+    "PigeonError",
+    "Promise",
+    "ResultNotKept",
+    "Settled",
+    "Task",
+    "TaskError",
+    "TaskNotFound",
+    "TaskOptions",
+    "Timeout",
+    "current",
+]

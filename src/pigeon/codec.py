@@ -6,8 +6,13 @@ task is registered (``TaskCodec``), so the hot path only calls them. pickle is n
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from typing import Any, get_type_hints
+
 import msgspec
 
+from pigeon.errors import ConfigError, EncodeError
 from pigeon.message import Message
 
 _message_encoder = msgspec.json.Encoder()
@@ -22,3 +27,123 @@ def encode_message(message: Message) -> bytes:
 def decode_message(body: bytes) -> Message:
     """Parse a stored message; raises msgspec.DecodeError or ValidationError when it is bad."""
     return _message_decoder.decode(body)
+
+
+_json_encoder = msgspec.json.Encoder(decimal_format="string")
+
+
+def encode_value(value: Any) -> msgspec.Raw:
+    """Encode any msgspec-supported value (a result, a follow-up's argument) as raw JSON."""
+    try:
+        return msgspec.Raw(_json_encoder.encode(value))
+    except (TypeError, ValueError) as exc:
+        raise EncodeError(
+            f"cannot encode a value of type {type(value).__name__}: {exc}. Use msgspec-supported"
+            " types (str, int, float, bool, None, list, dict, tuple, set, datetime, date, UUID,"
+            " Decimal, Enum, dataclasses, msgspec Structs)"
+        ) from None
+
+
+class TaskCodec:
+    """Encoders and decoders for one task, built once when the task is registered.
+
+    Arguments are bound to the function's signature at send, encoded as JSON, and validated
+    by decoding them against the parameters' type hints, so a send that the worker could not
+    decode is refused at once. The worker decodes them the same way.
+    """
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        self.name = name
+        self.signature = inspect.signature(fn)
+        try:
+            hints = get_type_hints(fn)
+        except Exception as exc:
+            raise ConfigError(f"task {name!r}: cannot resolve its type hints: {exc}") from exc
+        fields: list[tuple[str, Any, Any] | tuple[str, Any]] = []
+        self.positional: list[str] = []
+        self.var_positional: str | None = None
+        self.var_keyword: str | None = None
+        var_positional_type: Any = Any
+        for p in self.signature.parameters.values():
+            hint = hints.get(p.name, Any)
+            if p.kind is p.VAR_POSITIONAL:
+                self.var_positional = p.name
+                var_positional_type = hint
+                continue
+            if p.kind is p.VAR_KEYWORD:
+                self.var_keyword = p.name
+                continue
+            if p.kind is p.POSITIONAL_ONLY:
+                self.positional.append(p.name)
+            if p.default is p.empty:
+                fields.append((p.name, hint))
+            else:
+                fields.append((p.name, hint, p.default))
+        self.params = [f[0] for f in fields]
+        struct = msgspec.defstruct(
+            f"{name}.arguments",
+            fields,
+            kw_only=True,
+            forbid_unknown_fields=self.var_keyword is None,
+        )
+        self._kwargs_decoder = msgspec.json.Decoder(struct)
+        self._struct = struct
+        self._varargs_decoder = msgspec.json.Decoder(list[var_positional_type])
+        self._extra_decoder = msgspec.json.Decoder(dict[str, Any])
+        returns = hints.get("return", Any)
+        self.returns = returns
+        self._result_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(returns)
+
+    def encode_args(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[msgspec.Raw, msgspec.Raw]:
+        """Bind, encode and validate the arguments of one call; raises EncodeError."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise EncodeError(f"{self.name}(): {exc}") from None
+        arguments = bound.arguments
+        extra: tuple[Any, ...] = ()
+        if self.var_positional is not None:
+            extra = arguments.pop(self.var_positional, ())
+        if self.var_keyword is not None:
+            arguments.update(arguments.pop(self.var_keyword, {}))
+        try:
+            raw_kwargs = _json_encoder.encode(arguments)
+            raw_args = _json_encoder.encode(extra) if extra else b"[]"
+        except (TypeError, ValueError) as exc:
+            raise EncodeError(f"{self.name}(): cannot encode the arguments: {exc}") from None
+        self.decode_args(raw_args, raw_kwargs)  # validation: the worker will decode it this way
+        return msgspec.Raw(raw_args), msgspec.Raw(raw_kwargs)
+
+    def decode_args(self, args: bytes, kwargs: bytes) -> tuple[list[Any], dict[str, Any]]:
+        """The positional and keyword arguments to call the function with; raises EncodeError."""
+        try:
+            struct = self._kwargs_decoder.decode(kwargs)
+            extra = self._varargs_decoder.decode(args) if args != b"[]" else []
+            extra_kwargs = self._extra_decoder.decode(kwargs) if self.var_keyword else {}
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise EncodeError(f"{self.name}(): invalid arguments: {exc}") from None
+        call_args = [getattr(struct, n) for n in self.positional]
+        call_args.extend(extra)
+        call_kwargs = {n: getattr(struct, n) for n in self.params if n not in self.positional}
+        for k, v in extra_kwargs.items():
+            if k not in call_kwargs:
+                call_kwargs[k] = v
+        return call_args, call_kwargs
+
+    def follow_up_kwargs(self, value: bytes | None) -> bytes:
+        """The keyword arguments of a follow-up that receives ``value`` as its one argument."""
+        if value is None or not self.params:
+            return b"{}"
+        return b'{"' + self.params[0].encode() + b'":' + value + b"}"
+
+    def encode_result(self, value: Any) -> msgspec.Raw:
+        return encode_value(value)
+
+    def decode_result(self, raw: bytes) -> Any:
+        """The task's return value, decoded against its return annotation."""
+        try:
+            return self._result_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise EncodeError(f"{self.name}: cannot decode its result: {exc}") from None

@@ -113,12 +113,15 @@ class Delivery(msgspec.Struct, frozen=True):
     ``body`` is the message as stored (decoded by the worker, which dead-letters it when it
     cannot). ``attempt`` counts the deliveries of this message and is the fencing token a
     settle must carry. ``failures`` counts the failed attempts so far (retries spent).
+    ``lease`` is the length of the lease in seconds (the worker extends it a third of the way
+    through).
     """
 
     id: str
     attempt: int
     failures: int
     body: bytes
+    lease: float = 30.0
 
 
 class Lease(msgspec.Struct, frozen=True, array_like=True):

@@ -228,9 +228,10 @@ class MemoryBackend:
                 rec.state = "leased"
                 rec.version += 1
                 rec.worker = worker
-                rec.lease_until = now + (lease if lease is not None else m.lease)
+                length = lease if lease is not None else m.lease
+                rec.lease_until = now + length
                 heapq.heappush(self._leases, (rec.lease_until, mid, rec.attempt))
-                out.append(Delivery(mid, rec.attempt, rec.failures, rec.body))
+                out.append(Delivery(mid, rec.attempt, rec.failures, rec.body, length))
         return out
 
     def _held(self, lease: Lease) -> _Record | None:

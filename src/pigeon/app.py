@@ -1,0 +1,381 @@
+"""``App``: configuration, the task registry, and the backend's lifecycle.
+
+An App lives on one asyncio event loop (its "home"): the first loop that uses it, or, when
+it is first used from sync code, a loop on a background thread of its own. Every backend
+call runs on the home loop; ``await`` from another loop and blocking calls from sync code
+are bridged to it, so one App serves async code, sync code and worker threads alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar, overload
+
+from pigeon.backends import DEFAULT_URL, Backend, from_url, redact
+from pigeon.batching import Batcher
+from pigeon.errors import ConfigError, PigeonError, Timeout
+from pigeon.message import Message
+from pigeon.promise import MessagePromise, Promise, ResultWatcher
+from pigeon.task import Task, TaskOptions
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+log = logging.getLogger("pigeon")
+
+DEFAULT_MAX_PAYLOAD = 1 << 20
+
+
+class App:
+    """A pigeon application: where messages go (``url``) and the tasks that handle them.
+
+    ``url`` defaults to the ``PIGEON_URL`` environment variable, else
+    ``sqlite:///pigeon.db`` (a file in the current directory). ``result_ttl`` is the default
+    number of seconds an outcome is kept; ``max_payload`` the largest encoded arguments a
+    send accepts, in bytes.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        result_ttl: float = 86400.0,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        queue: str = "default",
+    ) -> None:
+        self.url = url or os.environ.get("PIGEON_URL") or DEFAULT_URL
+        if result_ttl < 0:
+            raise ConfigError(f"result_ttl must be >= 0 seconds, not {result_ttl}")
+        if max_payload <= 0:
+            raise ConfigError(f"max_payload must be > 0 bytes, not {max_payload}")
+        self.backend: Backend = from_url(self.url)
+        self.result_ttl = result_ttl
+        self.max_payload = max_payload
+        self.queue = queue
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._portal: threading.Thread | None = None
+        self._opened = False
+        self._open_lock: asyncio.Lock | None = None
+        self._sender: Batcher[Message, str] | None = None
+        self._watcher: ResultWatcher | None = None
+        self._background: set[asyncio.Future[Any]] = set()
+        self._sending: set[asyncio.Future[Any]] = set()
+
+    def __repr__(self) -> str:
+        return f"<pigeon.App {redact(self.url)} tasks={len(self.tasks)}>"
+
+    # tasks -------------------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = 0,
+        timeout: float | None = None,
+        lease: float = 30.0,
+        priority: int = 0,
+        result_ttl: float | None = None,
+        max_deliveries: int = 3,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+    ) -> _TaskDecorator: ...
+    def task(  # type: ignore[misc]
+        self, fn: Callable[..., Any] | None = None, /, **options: Any
+    ) -> Any:
+        """Register a function (async or sync) as a task: ``@app.task`` or ``@app.task(...)``.
+
+        Options are those of ``TaskOptions``; the name defaults to ``module.qualname``.
+        """
+        if fn is None:
+            return _TaskDecorator(self, options)
+        return self._register(fn, options)
+
+    def _register(self, fn: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:
+        name = options.pop("name", None) or f"{fn.__module__}.{fn.__qualname__}"
+        if options.get("queue") is None:
+            options["queue"] = self.queue
+        if options.get("result_ttl") is None:
+            options["result_ttl"] = self.result_ttl
+        try:
+            opts = TaskOptions(**options)
+        except TypeError as exc:
+            raise ConfigError(f"task {name!r}: {exc}") from None
+        if name in self.tasks:
+            raise ConfigError(f"a task named {name!r} is already registered; pass name=...")
+        task: Task[Any, Any] = Task(self, fn, name, opts)
+        self.tasks[name] = task
+        return task
+
+    # the home loop -------------------------------------------------------------------------
+
+    def _home_for_async(self) -> asyncio.AbstractEventLoop:
+        running = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                self._set_home(running)
+            assert self._loop is not None
+            return self._loop
+
+    def _home_for_sync(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._portal = threading.Thread(target=serve, name="pigeon-app", daemon=True)
+                self._portal.start()
+                ready.wait()
+                self._set_home(loop)
+            return self._loop  # type: ignore[return-value]
+
+    def _set_home(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A new home loop: everything bound to the old loop starts afresh (the backend's data
+        # is not lost; it reopens its connections on the new loop).
+        self._loop = loop
+        self._opened = False
+        self._open_lock = None
+        self._sender = None
+        self._watcher = None
+        self._background = set()
+        self._sending = set()
+
+    def _on_home(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    async def call(self, coro: Awaitable[T]) -> T:
+        """Await ``coro`` on the App's home loop, from whatever loop we are on."""
+        home = self._home_for_async()
+        if home is asyncio.get_running_loop():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_wrap(coro), home))
+
+    def call_sync(self, coro: Awaitable[T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the home loop and block for it (sync code only).
+
+        Raises pigeon.Timeout after ``timeout`` seconds, and PigeonError when called on the
+        home loop itself (that would block the loop it waits for: use ``await``).
+        """
+        if self._on_home():
+            _close(coro)
+            raise PigeonError(
+                "a blocking call (like promise.result()) was made on the event loop that"
+                " pigeon runs on; it would wait forever. Use `await promise` instead"
+            )
+        home = self._home_for_sync()
+        future = asyncio.run_coroutine_threadsafe(_wrap(coro), home)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise Timeout(f"no outcome within {timeout} s; the work goes on") from None
+
+    def start(self, coro: Awaitable[T]) -> asyncio.Future[T] | concurrent.futures.Future[T]:
+        """Run ``coro`` in the background on the home loop; the App owns it until close."""
+        if self._on_home() or (self._loop is None and _running_loop() is not None):
+            self._home_for_async()
+            task = asyncio.ensure_future(coro)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return task
+        home = self._home_for_sync()
+        return asyncio.run_coroutine_threadsafe(_wrap(coro), home)
+
+    # the backend ----------------------------------------------------------------------------
+
+    async def open(self) -> Backend:
+        """Open the backend (on first use; safe to call many times). Returns it."""
+        if self._opened:
+            return self.backend
+        self._home_for_async()
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if not self._opened:
+                await self.backend.open()
+                self._opened = True
+        return self.backend
+
+    async def backend_call(self, op: Callable[[Backend], Awaitable[T]]) -> T:
+        """Run one backend operation on the home loop (opening the backend if needed)."""
+
+        async def run() -> T:
+            return await op(await self.open())
+
+        return await self.call(run())
+
+    def backend_call_sync(
+        self, op: Callable[[Backend], Awaitable[T]], timeout: float | None = None
+    ) -> T:
+        async def run() -> T:
+            return await op(await self.open())
+
+        return self.call_sync(run(), timeout)
+
+    @property
+    def watcher(self) -> ResultWatcher:
+        """The one loop that waits for outcomes on behalf of every promise (home loop only)."""
+        if self._watcher is None:
+            self._watcher = ResultWatcher(self.open)
+        return self._watcher
+
+    # sending --------------------------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[Message]) -> list[str]:
+        """Store messages durably (one backend round trip); the ids that stand for them."""
+        backend = await self.open()
+        return await backend.enqueue(messages)
+
+    def send_message(self, message: Message, task: Task[Any, Any] | None) -> MessagePromise[Any]:
+        """Send one message; returns its promise at once.
+
+        On the home loop the message joins the current batch (one ``enqueue`` for all the
+        sends made meanwhile) and is durable once ``await promise.sent()`` returns. From
+        sync code the send blocks until the message is stored.
+        """
+        kept = message.result_ttl > 0
+        if self._on_home() or (self._loop is None and _running_loop() is not None):
+            self._home_for_async()
+            if self._sender is None:
+                self._sender = Batcher(self.enqueue)
+            future = self._sender.submit(message)
+            future.add_done_callback(_retrieve)
+            return MessagePromise(self, message.id, task, future, kept)
+        ids = self.call_sync(self.enqueue([message]))
+        return MessagePromise(self, ids[0], task, None, kept)
+
+    def send_later(
+        self, make: Coroutine[Any, Any, list[Message]], task: Task[Any, Any]
+    ) -> MessagePromise[Any]:
+        """Send the messages ``make`` builds (follow-ups that need an id first); the promise
+        is the last message's."""
+
+        async def run() -> str:
+            messages = await make
+            ids = await self.enqueue(messages)
+            return ids[-1]
+
+        if self._on_home() or (self._loop is None and _running_loop() is not None):
+            future = self.start(run())
+            assert isinstance(future, asyncio.Future)
+            future.add_done_callback(_retrieve)
+            self._sending.add(future)
+            future.add_done_callback(self._sending.discard)
+            return MessagePromise(self, "", task, future)
+        mid = self.call_sync(run())
+        return MessagePromise(self, mid, task)
+
+    async def flush(self) -> None:
+        """Wait until every send made so far on this App is stored (async code)."""
+
+        async def drain() -> None:
+            while True:
+                pending = [t for t in self._sending if not t.done()]
+                if self._sender is not None:
+                    await self._sender.drain()
+                if not pending:
+                    break
+                await asyncio.wait(pending)
+
+        await self.call(drain())
+
+    async def close(self) -> None:
+        """Flush pending sends, stop waiting, and close the backend."""
+
+        async def shut() -> None:
+            if self._sender is not None:
+                await self._sender.drain()
+            if self._watcher is not None:
+                await self._watcher.close()
+            for task in list(self._background):
+                task.cancel()
+            if self._opened:
+                await self.backend.close()
+                self._opened = False
+
+        if self._loop is None or self._loop.is_closed():
+            return
+        await self.call(shut())
+
+    def close_sync(self) -> None:
+        """``close`` for sync code; also stops the App's background thread, if it has one."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        self.call_sync(self.close())
+        if self._portal is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._portal.join(5)
+            self._portal = None
+
+    async def __aenter__(self) -> App:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_sync()
+
+    def promise(self, id: str, task: Task[Any, T] | None = None) -> Promise[T]:
+        """The promise of a message sent earlier (by id), e.g. from another process."""
+        return MessagePromise(self, id, task)
+
+
+class _TaskDecorator:
+    def __init__(self, app: App, options: dict[str, Any]) -> None:
+        self.app = app
+        self.options = options
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Task[P, R]: ...
+    def __call__(self, fn: Callable[..., Any]) -> Task[Any, Any]:
+        return self.app._register(fn, dict(self.options))
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def _wrap(coro: Awaitable[T]) -> T:
+    return await coro
+
+
+def _close(coro: Awaitable[Any]) -> None:
+    if asyncio.iscoroutine(coro):
+        coro.close()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # A send whose promise is never awaited must still not fail unnoticed.
+    if not future.cancelled() and future.exception() is not None:
+        log.error("sending failed: %s", future.exception())

@@ -1,0 +1,99 @@
+-- The pigeon SQLite schema (user_version 1). Run once per connection inside BEGIN IMMEDIATE;
+-- every statement is idempotent so that several processes may open one file at once.
+--
+-- Times are epoch seconds on the backend host's clock (time.time()). A message row lives
+-- while the message can still run; its outcome then moves to `results` (and `dead`).
+
+-- One row per message that can still run. state is waiting | pending | leased;
+-- "scheduled" is derived: pending with due > now.
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    task TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    due REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('waiting', 'pending', 'leased')),
+    attempt INTEGER NOT NULL DEFAULT 0,         -- deliveries so far: the fencing token
+    failures INTEGER NOT NULL DEFAULT 0,        -- failed attempts (retries spent)
+    expiries INTEGER NOT NULL DEFAULT 0,        -- leases that ran out without a settle
+    max_deliveries INTEGER NOT NULL,
+    lease_len REAL NOT NULL,                    -- the message's own lease, in seconds
+    lease_until REAL,
+    worker TEXT,
+    key TEXT,
+    expires_at REAL,
+    result_ttl REAL NOT NULL,
+    after TEXT,                                 -- held until this message has an outcome
+    cancel_requested INTEGER NOT NULL DEFAULT 0,  -- cancel() was asked while it was leased
+    body BLOB NOT NULL                          -- last, so reading the columns above is cheap
+);
+
+-- fetch: one queue, highest priority first, then earliest due, then id (FIFO).
+CREATE INDEX IF NOT EXISTS messages_fetch
+    ON messages (queue, priority DESC, due, id) WHERE state = 'pending';
+-- fetch: leases that ran out.
+CREATE INDEX IF NOT EXISTS messages_lease
+    ON messages (lease_until) WHERE state = 'leased';
+-- fetch: messages past their expires_at.
+CREATE INDEX IF NOT EXISTS messages_expiry
+    ON messages (expires_at) WHERE state = 'pending' AND expires_at IS NOT NULL;
+-- settle: the follow-ups waiting for a message.
+CREATE INDEX IF NOT EXISTS messages_after
+    ON messages (after) WHERE state = 'waiting';
+
+-- Stored outcomes; body is a msgspec-JSON pigeon.message.Result.
+CREATE TABLE IF NOT EXISTS results (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_expiry ON results (expires_at);
+
+-- Dead letters; body is the message as it was stored.
+CREATE TABLE IF NOT EXISTS dead (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    task TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    died_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_died ON dead (died_at, id);
+
+-- Idempotency keys: key -> the first message sent with it, until expires_at.
+CREATE TABLE IF NOT EXISTS keys (
+    key TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keys_expiry ON keys (expires_at);
+
+-- Join counters, one row per join message; fired is set once, when the mode is satisfied.
+CREATE TABLE IF NOT EXISTS joins (
+    id TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    settled INTEGER NOT NULL DEFAULT 0,
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    fired INTEGER NOT NULL DEFAULT 0
+);
+
+-- Members of joins that have not settled yet (a row is removed once it is counted).
+-- A member listed twice in one join has two rows and counts twice, as it does in total.
+CREATE TABLE IF NOT EXISTS join_members (
+    member TEXT NOT NULL,
+    join_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS join_members_member ON join_members (member);
+CREATE INDEX IF NOT EXISTS join_members_join ON join_members (join_id);
+
+-- Live workers; info is a msgspec-JSON pigeon.message.WorkerInfo.
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL,
+    info BLOB NOT NULL
+);
+
+PRAGMA user_version = 1;

@@ -1,0 +1,586 @@
+"""``Promise[R]``: waiting for outcomes, callbacks, combinators, durable follow-ups.
+
+Promises follow JavaScript's Promise semantics, translated to Python. A promise of a sent
+message (``MessagePromise``) waits for the outcome stored by the backend; ``then``/``catch``/
+``finally_`` with a Python callable derive a ``LocalPromise`` whose handler runs in this
+process; with a ``Task`` they store a durable follow-up message that a worker runs even if
+this process exits. ``Promise.all/any/race/all_settled`` combine locally, and become a join
+stored in the backend when followed by ``.then(task)``.
+
+Every coroutine here runs on the App's event loop; ``await p`` from another loop and
+``p.result()`` from sync code are bridged to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Collection, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+
+import msgspec
+
+from pigeon.errors import AggregateError, Cancelled, PigeonError, ResultNotKept, TaskError
+from pigeon.message import Failure, JoinMode, Message, Mode, Result, Settled, new_id
+
+if TYPE_CHECKING:
+    from pigeon.app import App
+    from pigeon.backends.base import Backend
+    from pigeon.task import Task
+
+R = TypeVar("R", covariant=True)
+S = TypeVar("S")
+T = TypeVar("T")
+
+log = logging.getLogger("pigeon")
+
+JOIN_TASK = "pigeon.join"
+
+Status = Literal["pending", "succeeded", "failed", "cancelled", "dead"]
+
+
+class Promise(Generic[R]):
+    """The eventual outcome of work: awaitable, with ``result()``, callbacks and combinators."""
+
+    _app: App | None
+    _outcome: tuple[bool, Any] | None = None  # (fulfilled, value or exception) once known
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self._get().__await__()
+
+    async def _get(self) -> R:
+        if self._app is None:
+            return await self._resolve()
+        return await self._app.call(self._resolve())
+
+    async def _resolve(self) -> R:
+        """Wait for the outcome (on the App's loop): the value, or raise the rejection."""
+        raise PigeonError(f"{type(self).__name__} cannot be awaited")
+
+    def result(self, timeout: float | None = None) -> R:
+        """Block until the outcome arrives (sync code): the value, or raise the rejection.
+
+        Raises pigeon.Timeout when ``timeout`` seconds pass first (the work goes on).
+        """
+        if self._app is None:
+            return _run_detached(self._resolve(), timeout)
+        return self._app.call_sync(self._resolve(), timeout)
+
+    @property
+    def status(self) -> Status:
+        """The outcome as known here, without asking the backend: ``pending`` until seen."""
+        if self._outcome is None:
+            return "pending"
+        fulfilled, value = self._outcome
+        if fulfilled:
+            return "succeeded"
+        if isinstance(value, Cancelled):
+            return "cancelled"
+        if isinstance(value, TaskError) and value.state == "dead":
+            return "dead"
+        return "failed"
+
+    def _remember(self, fulfilled: bool, value: Any) -> None:
+        if self._outcome is None:
+            self._outcome = (fulfilled, value)
+
+    # callbacks -------------------------------------------------------------------------
+
+    @overload
+    def then(self, handler: Task[Any, S]) -> Promise[S]: ...
+    @overload
+    def then(self, handler: Callable[[R], Promise[S]]) -> Promise[S]: ...
+    @overload
+    def then(self, handler: Callable[[R], Awaitable[S]]) -> Promise[S]: ...
+    @overload
+    def then(self, handler: Callable[[R], S]) -> Promise[S]: ...
+    def then(self, handler: Any) -> Promise[Any]:
+        """Run ``handler`` with the value once this fulfils; a rejection passes through.
+
+        A callable runs in this process; its return value (awaited if awaitable, adopted if a
+        Promise) fulfils the returned promise, and a raise rejects it. A Task becomes a
+        durable follow-up message, run on a worker with the value as its one argument.
+        """
+        if _is_task(handler):
+            return self._follow(handler, "then")
+        return self._derive(self._then(handler))
+
+    @overload
+    def catch(self, handler: Task[Any, S]) -> Promise[R | S]: ...
+    @overload
+    def catch(self, handler: Callable[[BaseException], Promise[S]]) -> Promise[R | S]: ...
+    @overload
+    def catch(self, handler: Callable[[BaseException], Awaitable[S]]) -> Promise[R | S]: ...
+    @overload
+    def catch(self, handler: Callable[[BaseException], S]) -> Promise[R | S]: ...
+    def catch(self, handler: Any) -> Promise[Any]:
+        """Run ``handler`` with the exception if this rejects; its value recovers.
+
+        A Task follow-up receives a ``pigeon.Failure`` record (type, message, traceback, id).
+        """
+        if _is_task(handler):
+            return self._follow(handler, "catch")
+        return self._derive(self._catch(handler))
+
+    def finally_(self, handler: Any) -> Promise[R]:
+        """Run ``handler()`` (no argument) when this settles; the outcome passes through
+        unless the handler raises."""
+        if _is_task(handler):
+            return self._follow(handler, "finally")
+        return self._derive(self._finally(handler))
+
+    async def _then(self, handler: Callable[[Any], Any]) -> Any:
+        return await _adopt(handler(await self._resolve()))
+
+    async def _catch(self, handler: Callable[[BaseException], Any]) -> Any:
+        try:
+            return await self._resolve()
+        except Exception as exc:
+            return await _adopt(handler(exc))
+
+    async def _finally(self, handler: Callable[[], Any]) -> Any:
+        try:
+            value = await self._resolve()
+        except Exception:
+            await _adopt(handler())
+            raise
+        await _adopt(handler())
+        return value
+
+    def _derive(self, coro: Awaitable[Any]) -> Promise[Any]:
+        if self._app is None:
+            return LocalPromise(None, _detached_future(coro))
+        return LocalPromise(self._app, self._app.start(coro))
+
+    def _follow(self, task: Task[Any, Any], mode: Mode) -> Promise[Any]:
+        raise PigeonError(
+            f"a durable follow-up ({mode}({task.name})) needs the promise of a sent message or"
+            " a combinator of such promises; this promise was derived by a local callback."
+            " Attach the task to the message's promise, or use a local callback here"
+        )
+
+    def cancel(self) -> Promise[bool]:
+        """Cancel the message if it has not started; fulfils with whether it was cancelled."""
+        raise PigeonError(f"a {type(self).__name__} has no message to cancel")
+
+    # combinators -----------------------------------------------------------------------
+
+    @staticmethod
+    def all(promises: Iterable[Promise[T] | T]) -> Promise[list[T]]:
+        """Fulfils with every value in input order; rejects with the first rejection."""
+        return CombinedPromise(list(promises), "all")
+
+    @staticmethod
+    def any(promises: Iterable[Promise[T] | T]) -> Promise[T]:
+        """Fulfils with the first value; rejects with AggregateError if every input rejects."""
+        return CombinedPromise(list(promises), "any")
+
+    @staticmethod
+    def race(promises: Iterable[Promise[T] | T]) -> Promise[T]:
+        """Settles as the first input settles (stays pending for no input)."""
+        return CombinedPromise(list(promises), "race")
+
+    @staticmethod
+    def all_settled(promises: Iterable[Promise[T] | T]) -> Promise[list[Settled]]:
+        """Fulfils, never rejects, with a ``Settled`` record per input, in input order."""
+        return CombinedPromise(list(promises), "all_settled")
+
+    @staticmethod
+    def resolve(value: T) -> Promise[T]:
+        """A promise already fulfilled with ``value``."""
+        return CombinedPromise([value], "race")
+
+
+class MessagePromise(Promise[R]):
+    """The promise of one sent message: its outcome comes from the backend."""
+
+    def __init__(
+        self,
+        app: App,
+        id: str,
+        task: Task[Any, R] | None,
+        sent: asyncio.Future[str] | None = None,
+        kept: bool = True,
+    ) -> None:
+        self._app = app
+        self._id = id
+        self._task = task
+        self._sent = sent
+        self._kept = kept
+
+    def __repr__(self) -> str:
+        name = self._task.name if self._task else "?"
+        return f"<Promise {name} {self._id} {self.status}>"
+
+    @property
+    def id(self) -> str:
+        """The message id (for a keyed send, the first message's id once the send is done)."""
+        if self._sent is not None and self._sent.done() and not self._sent.exception():
+            return self._sent.result()
+        return self._id
+
+    @property
+    def app(self) -> App:
+        assert self._app is not None
+        return self._app
+
+    async def sent(self) -> str:
+        """Wait until the message is stored durably; its id. Raises if the send failed."""
+        return await self.app.call(self._confirm())
+
+    async def _confirm(self) -> str:
+        if self._sent is not None:
+            self._id = await asyncio.shield(self._sent)
+        return self._id
+
+    async def _resolve(self) -> R:
+        if self._outcome is not None:
+            return _replay(self._outcome)  # type: ignore[no-any-return]
+        mid = await self._confirm()
+        if not self._kept:
+            raise ResultNotKept(f"message {mid} was sent with fire(): no outcome is kept")
+        result = await self.app.watcher.get(mid)
+        return self._settle(result)
+
+    def _settle(self, result: Result) -> R:
+        if result.state == "succeeded":
+            raw = bytes(result.value) if result.value is not None else b"null"
+            if self._task is None:
+                value = msgspec.json.decode(raw)
+            else:
+                value = self._task.codec.decode_result(raw)
+            self._remember(True, value)
+            return value  # type: ignore[no-any-return]
+        exc = outcome_error(result)
+        self._remember(False, exc)
+        raise exc
+
+    def _follow(self, task: Task[Any, Any], mode: Mode) -> Promise[Any]:
+        app = self.app
+
+        async def follow() -> list[Message]:
+            return [task.follow_up(await self._confirm(), mode)]
+
+        return app.send_later(follow(), task)
+
+    def cancel(self) -> Promise[bool]:
+        async def cancel() -> bool:
+            mid = await self._confirm()
+            return bool(await self.app.backend_call(lambda b: b.cancel([mid])))
+
+        return LocalPromise(self.app, self.app.start(cancel()))
+
+
+class LocalPromise(Promise[R]):
+    """A promise whose outcome is computed in this process (callbacks, combinators)."""
+
+    def __init__(
+        self, app: App | None, future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+    ) -> None:
+        self._app = app
+        self._future = future
+
+    async def _resolve(self) -> R:
+        if self._outcome is not None:
+            return _replay(self._outcome)  # type: ignore[no-any-return]
+        try:
+            value = await asyncio.shield(asyncio.wrap_future(self._future))
+        except asyncio.CancelledError:
+            if self._future.cancelled():
+                exc = Cancelled("the local computation of this promise was cancelled")
+                self._remember(False, exc)
+                raise exc from None
+            raise
+        except Exception as exc:
+            self._remember(False, exc)
+            raise
+        self._remember(True, value)
+        return value  # type: ignore[no-any-return]
+
+
+class CombinedPromise(Promise[Any]):
+    """``Promise.all/any/race/all_settled`` of its inputs; durable when followed by a task."""
+
+    def __init__(self, inputs: list[Any], mode: JoinMode) -> None:
+        self._inputs = inputs
+        self._mode = mode
+        self._app = next((p._app for p in inputs if isinstance(p, Promise) and p._app), None)
+        self._started: asyncio.Future[Any] | None = None
+
+    async def _resolve(self) -> Any:
+        if self._outcome is not None:
+            return _replay(self._outcome)
+        if self._started is None:
+            self._started = asyncio.ensure_future(_COMBINE[self._mode](self._inputs))
+        assert isinstance(self._started, asyncio.Future)
+        try:
+            value = await asyncio.shield(self._started)
+        except Exception as exc:
+            self._remember(False, exc)
+            raise
+        self._remember(True, value)
+        return value
+
+    def _follow(self, task: Task[Any, Any], mode: Mode) -> Promise[Any]:
+        members: list[MessagePromise[Any]] = []
+        for index, p in enumerate(self._inputs):
+            if not isinstance(p, MessagePromise) or not p._kept:
+                what = "a plain value" if not isinstance(p, Promise) else type(p).__name__
+                raise PigeonError(
+                    f"Promise.{self._mode}(...).{mode}({task.name}): a durable join needs the"
+                    f" promises of sent messages, but input {index} is {what}. Use a local"
+                    " callback instead, or send that work as a task too"
+                )
+            members.append(p)
+        app = members[0].app if members else task.app
+        join_mode = self._mode
+
+        async def follow() -> list[Message]:
+            ids = [await m._confirm() for m in members]
+            join = task.follow_up(None, None)
+            join = msgspec.structs.replace(
+                join, id=new_id(), task=JOIN_TASK, join=_join_spec(ids, join_mode)
+            )
+            return [join, task.follow_up(join.id, mode)]
+
+        return app.send_later(follow(), task)
+
+
+def _join_spec(ids: list[str], mode: JoinMode) -> Any:
+    from pigeon.message import JoinSpec
+
+    return JoinSpec(ids, mode)
+
+
+def outcome_error(result: Result) -> Exception:
+    """The exception a rejected promise raises for a stored outcome."""
+    if result.state == "cancelled":
+        return Cancelled(f"message {result.id} was cancelled before it ran")
+    error = result.error or Failure("UnknownError", "the task failed without an error record")
+    return TaskError(
+        error.type, error.message, error.traceback, error.id or result.id, result.state
+    )
+
+
+def _replay(outcome: tuple[bool, Any]) -> Any:
+    fulfilled, value = outcome
+    if fulfilled:
+        return value
+    raise value
+
+
+def _is_task(handler: Any) -> bool:
+    from pigeon.task import BoundTask, Task
+
+    return isinstance(handler, Task | BoundTask)
+
+
+async def _adopt(value: Any) -> Any:
+    """A handler's return value: awaited if awaitable (a returned Promise is adopted)."""
+    while isinstance(value, Promise) or inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+def _detached_future(coro: Awaitable[Any]) -> asyncio.Future[Any]:
+    return asyncio.ensure_future(coro)
+
+
+def _run_detached(coro: Awaitable[T], timeout: float | None) -> T:
+    """Run a promise without an App (only plain values in it) in a loop of its own."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout):
+            return await coro
+
+    try:
+        return asyncio.run(bounded())
+    except TimeoutError:
+        from pigeon.errors import Timeout
+
+        raise Timeout(f"no outcome within {timeout} s") from None
+
+
+# combinators ---------------------------------------------------------------------------
+
+
+def _futures(inputs: list[Any]) -> list[asyncio.Future[Any]]:
+    loop = asyncio.get_running_loop()
+    out: list[asyncio.Future[Any]] = []
+    for item in inputs:
+        if isinstance(item, Promise) and item._outcome is not None:
+            f: asyncio.Future[Any] = loop.create_future()
+            fulfilled, value = item._outcome
+            if fulfilled:
+                f.set_result(value)
+            else:
+                f.set_exception(value)
+        elif isinstance(item, Promise):
+            f = asyncio.ensure_future(item._resolve())
+        else:
+            f = loop.create_future()
+            f.set_result(item)
+        out.append(f)
+    return out
+
+
+async def _settled_in_order(
+    futures: list[asyncio.Future[Any]],
+) -> Any:
+    """Yield (index, future) as they settle; already-settled inputs in input order first."""
+    order = {id(f): i for i, f in enumerate(futures)}
+    first = [(i, f) for i, f in enumerate(futures) if f.done()]
+    for pair in first:
+        yield pair
+    pending = {f for f in futures if not f.done()}
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for f in sorted(done, key=lambda f: order[id(f)]):
+            yield order[id(f)], f
+
+
+def _cancel_rest(futures: Collection[asyncio.Future[Any]]) -> None:
+    for f in futures:
+        if not f.done():
+            f.cancel()
+        elif not f.cancelled():
+            f.exception()  # retrieved: a rejection nobody waits for is not an error
+
+
+async def _all(inputs: list[Any]) -> list[Any]:
+    futures = _futures(inputs)
+    try:
+        async for _, f in _settled_in_order(futures):
+            error = f.exception()
+            if error is not None:
+                raise error
+        return [f.result() for f in futures]
+    finally:
+        _cancel_rest(futures)
+
+
+async def _any(inputs: list[Any]) -> Any:
+    futures = _futures(inputs)
+    try:
+        async for _, f in _settled_in_order(futures):
+            if f.exception() is None:
+                return f.result()
+        raise AggregateError([f.exception() for f in futures])  # type: ignore[misc]
+    finally:
+        _cancel_rest(futures)
+
+
+async def _race(inputs: list[Any]) -> Any:
+    futures = _futures(inputs)
+    if not futures:
+        await asyncio.get_running_loop().create_future()  # JavaScript: race([]) never settles
+    try:
+        async for _, f in _settled_in_order(futures):
+            return f.result()
+    finally:
+        _cancel_rest(futures)
+    raise AssertionError("unreachable")
+
+
+async def _all_settled(inputs: list[Any]) -> list[Settled]:
+    futures = _futures(inputs)
+    try:
+        async for _ in _settled_in_order(futures):
+            pass
+    finally:
+        _cancel_rest(futures)
+    return [
+        Settled("fulfilled", value=f.result())
+        if f.exception() is None
+        else Settled("rejected", reason=f.exception())
+        for f in futures
+    ]
+
+
+_COMBINE: dict[str, Callable[[list[Any]], Awaitable[Any]]] = {
+    "all": _all,
+    "any": _any,
+    "race": _race,
+    "all_settled": _all_settled,
+}
+
+
+class ResultWatcher:
+    """Waits for the outcomes of many messages with one backend ``wait`` at a time.
+
+    Every promise being awaited registers its id here; one loop asks the backend for all of
+    them at once and resolves each as its outcome arrives. A transient backend error is
+    logged and retried with backoff: a wait never fails silently and never hangs unbounded
+    (callers bound it with ``result(timeout)`` or ``asyncio.timeout``).
+    """
+
+    def __init__(self, backend: Callable[[], Awaitable[Backend]]) -> None:
+        self._backend = backend
+        self._waiters: dict[str, list[Any]] = {}  # id -> [future, number of awaiters]
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    async def get(self, mid: str) -> Result:
+        entry = self._waiters.get(mid)
+        if entry is None:
+            entry = self._waiters[mid] = [asyncio.get_running_loop().create_future(), 0]
+            self._wake.set()
+            if self._runner is None:
+                self._runner = asyncio.get_running_loop().create_task(self._run())
+        entry[1] += 1
+        try:
+            result: Result = await asyncio.shield(entry[0])
+            return result
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0 and self._waiters.get(mid) is entry:
+                del self._waiters[mid]
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            try:
+                await self._runner
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        try:
+            while self._waiters:
+                ids = list(self._waiters)
+                self._wake.clear()
+                try:
+                    backend = await self._backend()
+                    found = await _first(backend.wait(ids, 5.0), self._wake.wait())
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("waiting for outcomes failed, retrying in %.2fs: %s", backoff, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                backoff = 0.05
+                for mid, result in (found or {}).items():
+                    entry = self._waiters.pop(mid, None)
+                    if entry is not None and not entry[0].done():
+                        entry[0].set_result(result)
+        finally:
+            self._runner = None
+
+
+async def _first(main: Awaitable[T], interrupt: Awaitable[Any]) -> T | None:
+    """``main``'s value, or None if ``interrupt`` finishes first (main is then cancelled)."""
+    main_task = asyncio.ensure_future(main)
+    other = asyncio.ensure_future(interrupt)
+    try:
+        await asyncio.wait({main_task, other}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        other.cancel()
+        if not main_task.done():
+            main_task.cancel()
+    if main_task.done() and not main_task.cancelled():
+        return main_task.result()
+    return None

@@ -1,0 +1,241 @@
+"""``Task[P, R]``: a registered function, its options, and how calls become messages."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+import msgspec
+
+from pigeon.codec import TaskCodec
+from pigeon.errors import ConfigError, EncodeError
+from pigeon.message import Message, Mode, new_id
+
+if TYPE_CHECKING:
+    from pigeon.app import App
+    from pigeon.promise import Promise
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_UNSET: Any = object()
+
+
+class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How a task's messages are sent and run. Every field can be overridden per call.
+
+    - ``queue``: the queue its messages go to.
+    - ``retries``: how many times a failed attempt is retried (so ``retries + 1`` attempts).
+    - ``timeout``: seconds one attempt may run before it is cancelled and counted as failed.
+    - ``lease``: seconds a worker holds a message before another may take it over; the
+      worker extends it while the task runs, so it only matters when the worker dies.
+    - ``priority``: 0-9, higher runs first within a queue.
+    - ``result_ttl``: seconds the outcome is kept (``fire`` keeps none).
+    - ``max_deliveries``: lost leases (worker crashes) before the message is dead-lettered.
+    - ``retry_backoff`` / ``retry_backoff_max``: the first retry waits about ``retry_backoff``
+      seconds, doubling each time up to ``retry_backoff_max``, with +-50% jitter.
+    - ``delay`` / ``eta``: run no earlier than ``delay`` seconds from now / at ``eta``.
+    - ``key``: idempotency key: a second send with the same key, while the first one's
+      outcome is kept, returns the first message's promise instead of sending again.
+    - ``expires``: seconds (or a datetime) after which a message not yet started is dropped.
+    """
+
+    queue: str = "default"
+    retries: int = 0
+    timeout: float | None = None
+    lease: float = 30.0
+    priority: int = 0
+    result_ttl: float = 86400.0
+    max_deliveries: int = 3
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 300.0
+    delay: float = 0.0
+    eta: datetime | None = None
+    key: str | None = None
+    expires: float | datetime | None = None
+
+    def check(self, name: str) -> None:
+        """Raise ConfigError naming the option when a value cannot work."""
+        if not self.queue or not isinstance(self.queue, str):
+            raise ConfigError(f"task {name!r}: queue must be a non-empty string")
+        if self.retries < 0:
+            raise ConfigError(f"task {name!r}: retries must be >= 0, not {self.retries}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"task {name!r}: timeout must be > 0 seconds, not {self.timeout}")
+        if self.lease <= 0:
+            raise ConfigError(f"task {name!r}: lease must be > 0 seconds, not {self.lease}")
+        if not 0 <= self.priority <= 9:
+            raise ConfigError(f"task {name!r}: priority must be 0-9, not {self.priority}")
+        if self.result_ttl < 0:
+            raise ConfigError(f"task {name!r}: result_ttl must be >= 0, not {self.result_ttl}")
+        if self.max_deliveries < 1:
+            raise ConfigError(f"task {name!r}: max_deliveries must be >= 1")
+        if self.delay < 0:
+            raise ConfigError(f"task {name!r}: delay must be >= 0 seconds, not {self.delay}")
+
+
+def _epoch(value: datetime) -> float:
+    if value.tzinfo is None:
+        raise ConfigError(
+            f"eta/expires {value!r} has no time zone; pass an aware datetime "
+            "(e.g. datetime.now(timezone.utc) + timedelta(minutes=5))"
+        )
+    return value.timestamp()
+
+
+class Task(Generic[P, R]):
+    """A function registered with an App. ``send`` runs it on a worker; calling runs it here.
+
+    ``Task[P, R]`` keeps the function's parameters ``P`` and its (awaited) result ``R``, so
+    ``send`` is checked by mypy against the signature and returns ``Promise[R]``.
+    """
+
+    def __init__(self, app: App, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+        options.check(name)
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.defaults = options
+        self.codec = TaskCodec(fn, name)
+        self.is_async = _is_async(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.defaults.queue!r}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the function here, in this process, as if it were not a task."""
+        return self.fn(*args, **kwargs)
+
+    def options(
+        self,
+        *,
+        queue: str = _UNSET,
+        retries: int = _UNSET,
+        timeout: float | None = _UNSET,
+        lease: float = _UNSET,
+        priority: int = _UNSET,
+        result_ttl: float = _UNSET,
+        max_deliveries: int = _UNSET,
+        delay: float | timedelta = _UNSET,
+        eta: datetime | None = _UNSET,
+        key: str | None = _UNSET,
+        expires: float | timedelta | datetime | None = _UNSET,
+    ) -> BoundTask[P, R]:
+        """The same task with some options changed for the sends made through the result."""
+        given = {
+            "queue": queue,
+            "retries": retries,
+            "timeout": timeout,
+            "lease": lease,
+            "priority": priority,
+            "result_ttl": result_ttl,
+            "max_deliveries": max_deliveries,
+            "delay": delay.total_seconds() if isinstance(delay, timedelta) else delay,
+            "eta": eta,
+            "key": key,
+            "expires": expires.total_seconds() if isinstance(expires, timedelta) else expires,
+        }
+        changes = {k: v for k, v in given.items() if v is not _UNSET}
+        try:
+            opts = msgspec.structs.replace(self.defaults, **changes)
+        except (TypeError, msgspec.ValidationError) as exc:
+            raise ConfigError(f"task {self.name!r}: bad option: {exc}") from None
+        opts.check(self.name)
+        return BoundTask(self, opts)
+
+    def send(self, *args: P.args, **kwargs: P.kwargs) -> Promise[R]:
+        """Send a message to run this task on a worker; returns its Promise at once."""
+        return BoundTask(self, self.defaults).send(*args, **kwargs)
+
+    def fire(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Send without keeping an outcome: nothing to wait for, nothing stored."""
+        BoundTask(self, self.defaults).fire(*args, **kwargs)
+
+    def message(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions | None = None,
+        *,
+        result_ttl: float | None = None,
+    ) -> Message:
+        """The message a call with these arguments becomes (validated and size-checked)."""
+        opts = options or self.defaults
+        raw_args, raw_kwargs = self.codec.encode_args(args, kwargs)
+        size = len(raw_args) + len(raw_kwargs)
+        if size > self.app.max_payload:
+            raise EncodeError(
+                f"{self.name}(): the arguments encode to {size:,} bytes, over the limit of "
+                f"{self.app.max_payload:,} bytes; store large data elsewhere and send a reference,"
+                " or raise App(max_payload=...)"
+            )
+        return self._message(opts, raw_args, raw_kwargs, result_ttl)
+
+    def follow_up(
+        self, after: str | None, mode: Mode | None, options: TaskOptions | None = None
+    ) -> Message:
+        """A message of this task that runs with the outcome of message ``after``."""
+        return self._message(options or self.defaults, None, None, None, after=after, mode=mode)
+
+    def _message(
+        self,
+        opts: TaskOptions,
+        raw_args: msgspec.Raw | None,
+        raw_kwargs: msgspec.Raw | None,
+        result_ttl: float | None,
+        **extra: Any,
+    ) -> Message:
+        now = time.time()
+        expires_at: float | None = None
+        if isinstance(opts.expires, datetime):
+            expires_at = _epoch(opts.expires)
+        elif opts.expires is not None:
+            expires_at = now + opts.expires
+        fields: dict[str, Any] = {
+            "queue": opts.queue,
+            "priority": opts.priority,
+            "delay": opts.delay,
+            "run_at": _epoch(opts.eta) if opts.eta is not None else None,
+            "max_attempts": opts.retries + 1,
+            "max_deliveries": opts.max_deliveries,
+            "timeout": opts.timeout,
+            "lease": opts.lease,
+            "key": opts.key,
+            "expires_at": expires_at,
+            "result_ttl": opts.result_ttl if result_ttl is None else result_ttl,
+            "created_at": now,
+        }
+        if raw_args is not None and raw_args != b"[]":
+            fields["args"] = raw_args
+        if raw_kwargs is not None:
+            fields["kwargs"] = raw_kwargs
+        fields.update(extra)
+        return Message(id=new_id(), task=self.name, **fields)
+
+
+class BoundTask(Generic[P, R]):
+    """A task with options set for the sends made through it (``task.options(...)``)."""
+
+    def __init__(self, task: Task[P, R], options: TaskOptions) -> None:
+        self.task = task
+        self.opts = options
+
+    def send(self, *args: P.args, **kwargs: P.kwargs) -> Promise[R]:
+        """Send a message to run the task on a worker; returns its Promise at once."""
+        message = self.task.message(args, kwargs, self.opts)
+        return self.task.app.send_message(message, self.task)
+
+    def fire(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Send without keeping an outcome: nothing to wait for, nothing stored."""
+        message = self.task.message(args, kwargs, self.opts, result_ttl=0.0)
+        self.task.app.send_message(message, self.task)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    call = getattr(fn, "__call__", None)  # noqa: B004 - objects with an async __call__
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)

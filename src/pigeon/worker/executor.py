@@ -1,0 +1,250 @@
+"""Turn one delivery into one outcome: decode, run the task (or combine a join), report.
+
+Nothing here talks to the backend except through the two calls it is given (reading the
+outcomes a follow-up or a join depends on), and nothing here knows which backend it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import random
+import traceback
+from collections.abc import Awaitable, Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from pigeon import codec
+from pigeon.context import Current, _current
+from pigeon.errors import EncodeError
+from pigeon.message import Delivery, Failure, Message, Outcome, Result
+from pigeon.promise import JOIN_TASK
+from pigeon.task import Task
+
+log = logging.getLogger("pigeon.worker")
+
+_failure_encoder = msgspec.json.Encoder()
+
+
+class Executor:
+    """Runs deliveries for a worker: coroutines on the loop, sync functions in threads."""
+
+    def __init__(
+        self,
+        tasks: dict[str, Task[Any, Any]],
+        results: Callable[[Collection[str]], Awaitable[dict[str, Result]]],
+        threads: int,
+        flush: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.tasks = tasks
+        self._results = results
+        self._flush = flush
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pigeon-task")
+        self.threads_busy = 0
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def process(self, d: Delivery) -> Outcome:
+        """The outcome of one delivery. Never raises except CancelledError."""
+        try:
+            m = codec.decode_message(d.body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return _dead(d, "UndecodableMessage", f"the message could not be decoded: {exc}")
+        if m.join is not None and m.task == JOIN_TASK:
+            return await self._join(d, m)
+        task = self.tasks.get(m.task)
+        if task is None:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            return _dead(
+                d,
+                "TaskNotFound",
+                f"no task named {m.task!r} is registered in this worker's app (known: {known})",
+                ttl=m.result_ttl,
+            )
+        passthrough: Outcome | None = None
+        if m.after is not None:
+            parent = (await self._results([m.after])).get(m.after)
+            if parent is None:
+                return _dead(
+                    d,
+                    "ParentMissing",
+                    f"the outcome of {m.after}, which this follow-up runs after, is gone"
+                    " (expired or purged)",
+                    ttl=m.result_ttl,
+                )
+            fulfilled = parent.state == "succeeded"
+            error = parent.error or Failure(
+                parent.state, "the message did not succeed", id=parent.id
+            )
+            parent_outcome = _carry(d, m, parent)
+            if m.mode == "then":
+                if not fulfilled:
+                    return parent_outcome
+                raw_kwargs = task.codec.follow_up_kwargs(_raw(parent.value))
+            elif m.mode == "catch":
+                if fulfilled:
+                    return parent_outcome
+                raw_kwargs = task.codec.follow_up_kwargs(_failure_encoder.encode(error))
+            else:
+                raw_kwargs = b"{}"
+                passthrough = parent_outcome
+            raw_args = b"[]"
+        else:
+            raw_args, raw_kwargs = bytes(m.args), bytes(m.kwargs)
+        try:
+            args, kwargs = task.codec.decode_args(raw_args, raw_kwargs)
+        except EncodeError as exc:
+            return _dead(d, "InvalidArguments", str(exc), ttl=m.result_ttl)
+        current = Current(m.id, m.task, m.queue, d.attempt, d.failures, m.headers)
+        try:
+            value = await self._run(task, args, kwargs, m.timeout, current)
+            if self._flush is not None:
+                await self._flush()  # sends made by the task are durable before it is done
+            if passthrough is not None:
+                return passthrough
+            return Outcome(
+                m.id,
+                d.attempt,
+                "succeeded",
+                task.codec.encode_result(value),
+                result_ttl=m.result_ttl,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._failed(d, m, task, exc)
+
+    async def _run(
+        self,
+        task: Task[Any, Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        current: Current,
+    ) -> Any:
+        token = _current.set(current)
+        try:
+            async with asyncio.timeout(timeout):
+                if task.is_async:
+                    return await task.fn(*args, **kwargs)
+                ctx = contextvars.copy_context()
+                call = functools.partial(ctx.run, task.fn, *args, **kwargs)
+                self.threads_busy += 1
+                try:
+                    return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+                finally:
+                    self.threads_busy -= 1
+        except TimeoutError as exc:
+            raise TaskTimeout(
+                f"{task.name} did not finish within its timeout of {timeout} s"
+            ) from exc
+        finally:
+            _current.reset(token)
+
+    def _failed(self, d: Delivery, m: Message, task: Task[Any, Any], exc: Exception) -> Outcome:
+        error = Failure(
+            type(exc).__qualname__,
+            str(exc),
+            "".join(traceback.format_exception(exc)),
+            m.id,
+        )
+        if d.failures + 1 < m.max_attempts:
+            opts = task.defaults
+            backoff = min(opts.retry_backoff_max, opts.retry_backoff * 2**d.failures)
+            retry_in = backoff * random.uniform(0.5, 1.5)
+            log.info(
+                "%s %s failed (attempt %d of %d), retrying in %.2fs: %s",
+                m.task,
+                m.id,
+                d.failures + 1,
+                m.max_attempts,
+                retry_in,
+                error.type,
+            )
+            return Outcome(m.id, d.attempt, "retry", error=error, retry_in=retry_in)
+        log.warning("%s %s failed for good, dead-lettered: %s: %s", m.task, m.id, error.type, exc)
+        return Outcome(m.id, d.attempt, "dead", error=error, result_ttl=m.result_ttl)
+
+    async def _join(self, d: Delivery, m: Message) -> Outcome:
+        assert m.join is not None
+        members = m.join.members
+        found = await self._results(members)
+        missing = [mid for mid in members if mid not in found]
+        if missing:
+            return _dead(
+                d,
+                "JoinMemberMissing",
+                f"the outcomes of {len(missing)} members are gone (expired or purged):"
+                f" {', '.join(missing[:5])}",
+                ttl=m.result_ttl,
+            )
+        results = [found[mid] for mid in members]
+        return combine(d, m, m.join.mode, results)
+
+
+class TaskTimeout(Exception):
+    """A task ran past its timeout and was cancelled."""
+
+
+def combine(d: Delivery, m: Message, mode: str, results: list[Result]) -> Outcome:
+    """A join's outcome from its members' results, by JavaScript's Promise rules."""
+    ok = [r for r in results if r.state == "succeeded"]
+    bad = [r for r in results if r.state != "succeeded"]
+    by_time = functools.partial(sorted, key=lambda r: r.settled_at)
+
+    def success(raw: bytes) -> Outcome:
+        return Outcome(m.id, d.attempt, "succeeded", msgspec.Raw(raw), result_ttl=m.result_ttl)
+
+    def failure(error: Failure) -> Outcome:
+        return Outcome(m.id, d.attempt, "failed", error=error, result_ttl=m.result_ttl)
+
+    if mode == "all":
+        if bad:
+            return failure(_error_of(by_time(bad)[0]))
+        return success(b"[" + b",".join(_raw(r.value) for r in results) + b"]")
+    if mode == "any":
+        if ok:
+            return success(_raw(by_time(ok)[0].value))
+        summary = "; ".join(f"{e.type}: {e.message}" for e in map(_error_of, results))
+        return failure(
+            Failure("AggregateError", f"all {len(results)} promises were rejected: {summary}")
+        )
+    if mode == "race":
+        first = by_time(results)[0]
+        return (
+            success(_raw(first.value)) if first.state == "succeeded" else failure(_error_of(first))
+        )
+    records = [
+        b'{"status":"fulfilled","value":' + _raw(r.value) + b"}"
+        if r.state == "succeeded"
+        else b'{"status":"rejected","reason":' + _failure_encoder.encode(_error_of(r)) + b"}"
+        for r in results
+    ]
+    return success(b"[" + b",".join(records) + b"]")
+
+
+def _raw(value: msgspec.Raw | None) -> bytes:
+    return bytes(value) if value is not None else b"null"
+
+
+def _error_of(r: Result) -> Failure:
+    if r.error is not None:
+        return r.error
+    return Failure(r.state.capitalize(), f"message {r.id} {r.state}", id=r.id)
+
+
+def _carry(d: Delivery, m: Message, parent: Result) -> Outcome:
+    """This message settles with its parent's outcome (a passed-through value or error)."""
+    if parent.state == "succeeded":
+        return Outcome(m.id, d.attempt, "succeeded", parent.value, result_ttl=m.result_ttl)
+    return Outcome(m.id, d.attempt, "failed", error=_error_of(parent), result_ttl=m.result_ttl)
+
+
+def _dead(d: Delivery, kind: str, reason: str, ttl: float = 86400.0) -> Outcome:
+    log.warning("message %s dead-lettered: %s: %s", d.id, kind, reason)
+    return Outcome(d.id, d.attempt, "dead", error=Failure(kind, reason, id=d.id), result_ttl=ttl)

@@ -1,0 +1,311 @@
+"""The worker loop: fetch -> run -> settle, with leases kept alive and a clean shutdown.
+
+One ``Worker`` runs on one asyncio event loop in one process. Four coroutines, all owned
+by one TaskGroup, do the work: the fetcher (leases only as many messages as there are free
+slots), the runs themselves (one asyncio task per message), the lease keeper (extends the
+leases of running messages in one batched call) and the heartbeat (the worker's record in
+the backend). Outcomes go to the backend in batches through one ``Batcher``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pigeon.batching import Batcher
+from pigeon.message import Delivery, Lease, Outcome, WorkerInfo, new_id
+from pigeon.worker.executor import Executor
+
+if TYPE_CHECKING:
+    from pigeon.app import App
+
+log = logging.getLogger("pigeon.worker")
+
+#: Exit codes of ``Worker.run``.
+EXIT_OK = 0
+EXIT_UNHEALTHY = 3
+
+
+class _Running:
+    __slots__ = ("extended_at", "lease", "length", "task")
+
+    def __init__(self, lease: Lease, length: float, task: asyncio.Task[None]) -> None:
+        self.lease = lease
+        self.length = length
+        self.task = task
+        self.extended_at = time.monotonic()
+
+
+class Worker:
+    """Runs the tasks of ``app`` from ``queues`` with up to ``concurrency`` at once.
+
+    ``grace``: seconds running tasks get to finish after a stop is requested (SIGTERM);
+    what is still running then is released, un-attempted, for another worker.
+    ``unhealthy_after``: seconds of failing fetches (the broker is unreachable) after which
+    the worker gives up with exit code 3 so that its supervisor restarts it.
+    ``max_tasks``: stop (exit 0) after this many tasks, so a supervisor can recycle it.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 100,
+        *,
+        grace: float = 30.0,
+        heartbeat: float = 5.0,
+        unhealthy_after: float = 60.0,
+        max_tasks: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, not {concurrency}")
+        self.app = app
+        self.queues = list(queues or [app.queue])
+        self.concurrency = concurrency
+        self.grace = grace
+        self.heartbeat_every = heartbeat
+        self.unhealthy_after = unhealthy_after
+        self.max_tasks = max_tasks
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+        self.threads = threads or min(concurrency, 32)
+        self.done = 0
+        self._running: dict[str, _Running] = {}
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._started_at = time.time()
+        self._exit_code = EXIT_OK
+
+    def stop(self) -> None:
+        """Ask the worker to stop: no more fetching; running tasks get ``grace`` seconds."""
+        self._stopping.set()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def run(self) -> int:
+        """Work until stopped; returns the exit code (0, or 3 when unhealthy)."""
+        backend = await self.app.open()
+        self._backend = backend
+        self._settler: Batcher[Outcome, bool] = Batcher(backend.settle)
+        self.executor = Executor(self.app.tasks, backend.results, self.threads, self.app.flush)
+        log.info(
+            "worker %s: queues %s, concurrency %d, backend %s",
+            self.id,
+            ",".join(self.queues),
+            self.concurrency,
+            backend.url,
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                keeper = group.create_task(self._keep_leases())
+                beat = group.create_task(self._heartbeat())
+                await self._fetch_loop()
+                await self._drain()
+                keeper.cancel()
+                beat.cancel()
+        finally:
+            self.executor.shutdown()
+            try:
+                await backend.retire(self.id)
+            except Exception as exc:
+                log.warning("could not remove worker record %s: %s", self.id, exc)
+        log.info("worker %s stopped after %d tasks", self.id, self.done)
+        return self._exit_code
+
+    # fetching -----------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        failing_since: float | None = None
+        backoff = 0.05
+        stop_wait = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                free = self.concurrency - len(self._running)
+                if free <= 0:
+                    self._slot_freed.clear()
+                    await _first_of(self._slot_freed.wait(), stop_wait)
+                    continue
+                fetch = asyncio.ensure_future(
+                    self._backend.fetch(self.queues, free, self.id, wait=1.0)
+                )
+                try:
+                    await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    if not fetch.done():
+                        fetch.cancel()
+                        await asyncio.gather(fetch, return_exceptions=True)
+                        break
+                    deliveries = fetch.result()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    now = time.monotonic()
+                    failing_since = failing_since or now
+                    if now - failing_since > self.unhealthy_after:
+                        log.error(
+                            "worker %s: fetching has failed for %.0fs, giving up: %s",
+                            self.id,
+                            now - failing_since,
+                            exc,
+                        )
+                        self._exit_code = EXIT_UNHEALTHY
+                        self._stopping.set()
+                        break
+                    log.warning("fetch failed, retrying in %.2fs: %s", backoff, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                failing_since = None
+                backoff = 0.05
+                for d in deliveries:
+                    self._start(d)
+        finally:
+            stop_wait.cancel()
+
+    def _start(self, d: Delivery) -> None:
+        task = asyncio.ensure_future(self._run_one(d))
+        self._running[d.id] = _Running(Lease(d.id, d.attempt), d.lease, task)
+
+    async def _run_one(self, d: Delivery) -> None:
+        try:
+            outcome = await self.executor.process(d)
+        except asyncio.CancelledError:
+            # Stopped past the grace period, or the lease was lost: give the message back
+            # un-attempted (a no-op if another worker holds it now).
+            self._forget(d.id)
+            await self._release([Lease(d.id, d.attempt)])
+            return
+        self._forget(d.id)
+        self.done += 1
+        if self.max_tasks is not None and self.done >= self.max_tasks:
+            self._stopping.set()
+        await self._settle(outcome)
+
+    def _forget(self, mid: str) -> None:
+        self._running.pop(mid, None)
+        self._slot_freed.set()
+
+    async def _settle(self, outcome: Outcome) -> None:
+        """Report an outcome, retrying transient errors until it is applied or refused."""
+        backoff = 0.05
+        deadline = time.monotonic() + max(self.grace, 30.0)
+        while True:
+            try:
+                applied = await self._settler.submit(outcome)
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    log.error("giving up settling %s after repeated errors: %s", outcome.id, exc)
+                    return
+                log.warning("settle of %s failed, retrying in %.2fs: %s", outcome.id, backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if not applied:
+                log.warning(
+                    "outcome of %s (attempt %d) refused: its lease was taken over by another"
+                    " worker, whose outcome counts",
+                    outcome.id,
+                    outcome.attempt,
+                )
+            return
+
+    async def _release(self, leases: list[Lease]) -> None:
+        try:
+            await self._backend.release(leases)
+        except Exception as exc:
+            log.warning(
+                "could not release %d messages (they return when their lease ends): %s",
+                len(leases),
+                exc,
+            )
+
+    # leases and heartbeat -------------------------------------------------------------------
+
+    async def _keep_leases(self) -> None:
+        """Extend the leases of running messages (a third of the way through each lease)."""
+        while True:
+            now = time.monotonic()
+            due: list[Lease] = []
+            tick = 1.0
+            for r in self._running.values():
+                third = r.length / 3
+                tick = min(tick, max(third, 0.02))
+                if now - r.extended_at >= third:
+                    due.append(r.lease)
+            if due:
+                try:
+                    lost = await self._backend.extend(due)
+                except Exception as exc:
+                    log.warning("extending %d leases failed, retrying: %s", len(due), exc)
+                else:
+                    stamp = time.monotonic()
+                    for lease in due:
+                        held = self._running.get(lease.id)
+                        if held is None:
+                            continue
+                        if lease.id in lost:
+                            log.warning("lease of %s lost; cancelling its run here", lease.id)
+                            held.task.cancel()
+                        else:
+                            held.extended_at = stamp
+            await asyncio.sleep(tick)
+
+    async def _heartbeat(self) -> None:
+        host = socket.gethostname()
+        swept = 0.0
+        while True:
+            info = WorkerInfo(
+                self.id,
+                host,
+                os.getpid(),
+                self.queues,
+                self.concurrency,
+                running=len(self._running),
+                done=self.done,
+                started_at=self._started_at,
+            )
+            try:
+                await self._backend.heartbeat(info, ttl=self.heartbeat_every * 3)
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+            if time.monotonic() - swept > 60:
+                swept = time.monotonic()
+                try:
+                    await self._backend.sweep()
+                except Exception as exc:
+                    log.warning("sweeping expired outcomes failed: %s", exc)
+            await asyncio.sleep(self.heartbeat_every)
+
+    # shutdown -------------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Let running tasks finish within the grace period; release the rest."""
+        if self._running:
+            log.info(
+                "stopping: waiting up to %.0fs for %d running tasks", self.grace, len(self._running)
+            )
+            tasks = [r.task for r in self._running.values()]
+            _, pending = await asyncio.wait(tasks, timeout=self.grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.info("released %d unfinished tasks for another worker", len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+        await self._settler.drain()
+        await self.app.flush()
+
+
+async def _first_of(*aws: Any) -> None:
+    futures = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for f in futures[:-1]:
+            if not f.done():
+                f.cancel()
