@@ -172,6 +172,7 @@ class Poller:
         self.slowest = slowest
         self.patience = patience  # seconds of fast polling before backing off
         self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def kick(self) -> None:
         """Something changed in this process: wake every poller now."""
@@ -185,8 +186,12 @@ class Poller:
             delay = self.fastest
         else:
             delay = min(self.slowest, self.fastest * (1 + (idle - self.patience) * 100))
-        if self._event is None:
+        loop = asyncio.get_running_loop()
+        if self._event is None or self._loop is not loop:
+            # An asyncio.Event belongs to one loop; a backend may outlive the loop it was
+            # first used on (an App that moves to a new loop), so make one per loop.
             self._event = asyncio.Event()
+            self._loop = loop
         event = self._event
         try:
             async with asyncio.timeout(delay):

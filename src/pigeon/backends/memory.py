@@ -77,6 +77,7 @@ class MemoryBackend:
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._seq = 0
         self._changed: asyncio.Event | None = None
+        self._changed_loop: asyncio.AbstractEventLoop | None = None
 
     # lifecycle -----------------------------------------------------------------------
 
@@ -95,8 +96,11 @@ class MemoryBackend:
             self._changed = None
 
     async def _wait_change(self, timeout: float) -> None:
-        if self._changed is None:
+        loop = asyncio.get_running_loop()
+        if self._changed is None or self._changed_loop is not loop:
+            # One Event per loop: the store may outlive the loop it was first used on.
             self._changed = asyncio.Event()
+            self._changed_loop = loop
         try:
             async with asyncio.timeout(timeout):
                 await self._changed.wait()
@@ -130,7 +134,7 @@ class MemoryBackend:
             if m.id in self._msgs or m.id in self._results or m.id in self._dead:
                 continue
             if m.key is not None:
-                self._keys[m.key] = (m.id, now + max(m.result_ttl, 1.0))
+                self._keys[m.key] = (m.id, now + m.result_ttl)
             due = max(now + m.delay, m.run_at or 0.0)
             self._seq += 1
             rec = _Record(m, codec.encode_message(m), "waiting", due, self._seq)
@@ -319,6 +323,9 @@ class MemoryBackend:
             follower = self._msgs.get(fid)
             if follower is not None and follower.state == "waiting":
                 self._make_due(follower, now)
+        # A membership counts once: a dead member that is re-queued and settles again does
+        # not advance its joins a second time.
+        self._memberships.pop(mid, None)
         for jid in joins:
             join = self._joins.get(jid)
             if join is None or join.fired:

@@ -68,7 +68,32 @@ SWEEP_CHUNK = 5000
 
 _json_encode = msgspec.json.Encoder().encode
 _result_encode = msgspec.json.Encoder().encode
-_result_decoder = msgspec.json.Decoder(Result)
+_NO_VALUE = msgspec.Raw(b"")
+
+
+class _StoredResult(msgspec.Struct, frozen=True):
+    """How a stored Result body is read back.
+
+    msgspec cannot decode ``msgspec.Raw | None`` (Raw may not sit in a union), so ``value``
+    is read as Raw with an empty default: absent means None, while a task that returned None
+    keeps its JSON ``null``.
+    """
+
+    id: str
+    state: FinalState
+    value: msgspec.Raw = _NO_VALUE
+    error: Failure | None = None
+    settled_at: float = 0.0
+
+
+_stored_result_decoder = msgspec.json.Decoder(_StoredResult)
+
+
+def _decode_result(body: bytes) -> Result:
+    s = _stored_result_decoder.decode(body)
+    return Result(s.id, s.state, s.value if len(s.value) else None, s.error, s.settled_at)
+
+
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
 
 
@@ -139,25 +164,33 @@ _TAKE_EXPIRED = """
 DELETE FROM messages WHERE state = 'pending' AND expires_at <= ?1 AND due <= ?1
 RETURNING id, queue, task, result_ttl, body
 """
-# -priority first so that the returned rows sort into fetch order as plain tuples.
+# The priorities a queue has pending messages at, highest first, by index seeks only. Leasing
+# then seeks (queue, priority, due <= now) per priority, so scheduled messages (due later)
+# are never walked over, however many there are.
+_PRIORITIES = """
+WITH RECURSIVE level(priority) AS (
+    SELECT max(priority) FROM messages WHERE queue = ?1 AND state = 'pending'
+    UNION ALL
+    SELECT (SELECT max(priority) FROM messages
+            WHERE queue = ?1 AND state = 'pending' AND priority < level.priority)
+    FROM level WHERE level.priority IS NOT NULL)
+SELECT priority FROM level WHERE priority IS NOT NULL
+"""
 _LEASE = """
 UPDATE messages
 SET state = 'leased', attempt = attempt + 1, worker = ?1,
     lease_until = ?2 + coalesce(?3, lease_len)
 WHERE rowid IN (
     SELECT rowid FROM messages
-    WHERE queue = ?4 AND state = 'pending' AND due <= ?2
-    ORDER BY priority DESC, due, id
-    LIMIT ?5)
-RETURNING -priority, due, id, attempt, failures, body
+    WHERE queue = ?4 AND state = 'pending' AND priority = ?5 AND due <= ?2
+    ORDER BY due, id
+    LIMIT ?6)
+RETURNING due, id, attempt, failures, body, coalesce(?3, lease_len)
 """
-_ANYTHING_DUE = """
-SELECT 1 FROM messages
-WHERE state = 'pending' AND due <= ?1 AND queue IN (SELECT value FROM json_each(?2))
-UNION ALL
-SELECT 1 FROM messages WHERE state = 'leased' AND lease_until <= ?1
-LIMIT 1
+_DUE_AT = """
+SELECT 1 FROM messages WHERE queue = ?1 AND state = 'pending' AND priority = ?2 AND due <= ?3
 """
+_LAPSED = "SELECT 1 FROM messages WHERE state = 'leased' AND lease_until <= ?1"
 
 # Held deliveries, given as a JSON array of [id, attempt(, retry_in)].
 _HELD = """
@@ -414,7 +447,7 @@ class _Store:
                 existing.add(m.id)
                 if m.key is not None:
                     held[m.key] = m.id
-                    key_rows.append((m.key, m.id, now + max(m.result_ttl, 1.0)))
+                    key_rows.append((m.key, m.id, now + m.result_ttl))
                 state = "pending"
                 after = None
                 if m.join is not None:
@@ -451,23 +484,34 @@ class _Store:
     ) -> tuple[list[Delivery], int]:
         """Lease up to ``limit`` messages; also returns how many messages it dead-lettered."""
         now = time.time()
+        length = None if lease is None else float(lease)
         deliveries: list[Delivery] = []
         with self._write() as db:
             finished = self._reclaim(db, now)
             for queue in queues:
-                rows = db.execute(
-                    _LEASE, (worker, now, lease, queue, limit - len(deliveries))
-                ).fetchall()
-                rows.sort()  # RETURNING order is unspecified: (-priority, due, id)
-                deliveries.extend(Delivery(r[2], r[3], r[4], r[5]) for r in rows)
                 if len(deliveries) >= limit:
                     break
+                for (priority,) in db.execute(_PRIORITIES, (queue,)).fetchall():
+                    wanted = limit - len(deliveries)
+                    if wanted <= 0:
+                        break
+                    params = (worker, now, length, queue, priority, wanted)
+                    rows = db.execute(_LEASE, params).fetchall()
+                    rows.sort()  # RETURNING order is unspecified: (due, id)
+                    deliveries.extend(Delivery(r[1], r[2], r[3], r[4], r[5]) for r in rows)
         return deliveries, finished
 
     def anything_due(self, queues: Sequence[str]) -> bool:
-        """Whether a fetch of ``queues`` would find work: a cheap read, no write lock."""
+        """Whether a fetch of ``queues`` would find work: cheap reads, no write lock."""
         db = self._connection()
-        return db.execute(_ANYTHING_DUE, (time.time(), _json(queues))).fetchone() is not None
+        now = time.time()
+        if db.execute(_LAPSED, (now,)).fetchone() is not None:
+            return True
+        for queue in queues:
+            for (priority,) in db.execute(_PRIORITIES, (queue,)).fetchall():
+                if db.execute(_DUE_AT, (queue, priority, now)).fetchone() is not None:
+                    return True
+        return False
 
     def _reclaim(self, db: sqlite3.Connection, now: float) -> int:
         """Turn lapsed leases into poison or due messages, and expired messages into dead."""
@@ -582,7 +626,7 @@ class _Store:
     def results(self, ids: Collection[str]) -> dict[str, Result]:
         db = self._connection()
         rows = db.execute(_RESULTS, (_json(list(ids)), time.time())).fetchall()
-        found = (_result_decoder.decode(body) for (body,) in rows)
+        found = (_decode_result(body) for (body,) in rows)
         return {result.id: result for result in found}
 
     # control -----------------------------------------------------------------------------
@@ -640,7 +684,7 @@ class _Store:
             row = db.execute(_INSPECT_MESSAGE, (id,)).fetchone()
             stored = db.execute(_INSPECT_RESULT, (id, now)).fetchone()
             dead = db.execute(_INSPECT_DEAD, (id,)).fetchone() if row is None else None
-        result = _result_decoder.decode(stored[0]) if stored is not None else None
+        result = _decode_result(stored[0]) if stored is not None else None
         if row is not None:
             state, queue, task, attempt, failures, due, lease_until, worker, body = row
             if state == "pending" and due > now:
