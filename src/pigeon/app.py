@@ -158,6 +158,17 @@ class App:
         self._background = set()
         self._sending = set()
 
+    def _async_here(self) -> bool:
+        """Whether this thread runs the home loop (adopting the running loop as home when
+        the App has none, or its old home was closed)."""
+        running = _running_loop()
+        if running is None:
+            return False
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                self._set_home(running)
+            return self._loop is running
+
     def _on_home(self) -> bool:
         try:
             return asyncio.get_running_loop() is self._loop
@@ -193,8 +204,7 @@ class App:
 
     def start(self, coro: Awaitable[T]) -> asyncio.Future[T] | concurrent.futures.Future[T]:
         """Run ``coro`` in the background on the home loop; the App owns it until close."""
-        if self._on_home() or (self._loop is None and _running_loop() is not None):
-            self._home_for_async()
+        if self._async_here():
             task = asyncio.ensure_future(coro)
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -255,8 +265,7 @@ class App:
         sync code the send blocks until the message is stored.
         """
         kept = message.result_ttl > 0
-        if self._on_home() or (self._loop is None and _running_loop() is not None):
-            self._home_for_async()
+        if self._async_here():
             if self._sender is None:
                 self._sender = Batcher(self.enqueue)
             future = self._sender.submit(message)
@@ -276,7 +285,7 @@ class App:
             ids = await self.enqueue(messages)
             return ids[-1]
 
-        if self._on_home() or (self._loop is None and _running_loop() is not None):
+        if self._async_here():
             future = self.start(run())
             assert isinstance(future, asyncio.Future)
             future.add_done_callback(_retrieve)
