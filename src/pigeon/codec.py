@@ -64,7 +64,11 @@ class TaskCodec:
         self.var_positional: str | None = None
         self.var_keyword: str | None = None
         var_positional_type: Any = Any
-        for p in self.signature.parameters.values():
+        var_keyword_type: Any = Any
+        parameters = self.signature.parameters.values()
+        # With *args, the parameters before it can only be passed by position.
+        has_var_positional = any(p.kind is p.VAR_POSITIONAL for p in parameters)
+        for p in parameters:
             hint = hints.get(p.name, Any)
             if p.kind is p.VAR_POSITIONAL:
                 self.var_positional = p.name
@@ -72,8 +76,11 @@ class TaskCodec:
                 continue
             if p.kind is p.VAR_KEYWORD:
                 self.var_keyword = p.name
+                var_keyword_type = hint
                 continue
-            if p.kind is p.POSITIONAL_ONLY:
+            if p.kind is p.POSITIONAL_ONLY or (
+                p.kind is p.POSITIONAL_OR_KEYWORD and has_var_positional
+            ):
                 self.positional.append(p.name)
             if p.default is p.empty:
                 fields.append((p.name, hint))
@@ -88,8 +95,11 @@ class TaskCodec:
         )
         self._kwargs_decoder = msgspec.json.Decoder(struct)
         self._struct = struct
-        self._varargs_decoder = msgspec.json.Decoder(list[var_positional_type])
-        self._extra_decoder = msgspec.json.Decoder(dict[str, Any])
+        self._varargs_type: Any = list[var_positional_type]
+        self._varargs_decoder = msgspec.json.Decoder(self._varargs_type)
+        self._extra_kwargs_type: Any = dict[str, var_keyword_type]
+        self._extra_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+        self._extra_value_decoder = msgspec.json.Decoder(var_keyword_type)
         returns = hints.get("return", Any)
         self.returns = returns
         self._result_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(returns)
@@ -104,10 +114,20 @@ class TaskCodec:
             raise EncodeError(f"{self.name}(): {exc}") from None
         arguments = bound.arguments
         extra: tuple[Any, ...] = ()
+        extra_kwargs: dict[str, Any] = {}
         if self.var_positional is not None:
             extra = arguments.pop(self.var_positional, ())
         if self.var_keyword is not None:
-            arguments.update(arguments.pop(self.var_keyword, {}))
+            extra_kwargs = arguments.pop(self.var_keyword, {})
+        try:
+            # The Python values must have the parameters' types: JSON alone would let a
+            # datetime, UUID, Decimal or bytes pass for a str (they all encode as strings).
+            msgspec.convert(arguments, self._struct)
+            msgspec.convert(list(extra), self._varargs_type)
+            msgspec.convert(extra_kwargs, self._extra_kwargs_type)
+        except msgspec.ValidationError as exc:
+            raise EncodeError(f"{self.name}(): invalid arguments: {exc}") from None
+        arguments.update(extra_kwargs)
         try:
             raw_kwargs = _json_encoder.encode(arguments)
             raw_args = _json_encoder.encode(extra) if extra else b"[]"
@@ -121,15 +141,15 @@ class TaskCodec:
         try:
             struct = self._kwargs_decoder.decode(kwargs)
             extra = self._varargs_decoder.decode(args) if args != b"[]" else []
-            extra_kwargs = self._extra_decoder.decode(kwargs) if self.var_keyword else {}
+            call_kwargs = {n: getattr(struct, n) for n in self.params if n not in self.positional}
+            if self.var_keyword:
+                for k, v in self._extra_decoder.decode(kwargs).items():
+                    if k not in self.params:
+                        call_kwargs[k] = self._extra_value_decoder.decode(v)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise EncodeError(f"{self.name}(): invalid arguments: {exc}") from None
         call_args = [getattr(struct, n) for n in self.positional]
         call_args.extend(extra)
-        call_kwargs = {n: getattr(struct, n) for n in self.params if n not in self.positional}
-        for k, v in extra_kwargs.items():
-            if k not in call_kwargs:
-                call_kwargs[k] = v
         return call_args, call_kwargs
 
     def follow_up_kwargs(self, value: bytes | None) -> bytes:

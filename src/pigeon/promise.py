@@ -86,6 +86,11 @@ class Promise(Generic[R]):
         if self._outcome is None:
             self._outcome = (fulfilled, value)
 
+    def _peek(self) -> tuple[bool, Any] | None:
+        """The outcome if it is known here without waiting (the combinators' "already
+        settled"), else None."""
+        return self._outcome
+
     # callbacks -------------------------------------------------------------------------
 
     @overload
@@ -167,34 +172,74 @@ class Promise(Generic[R]):
 
     # combinators -----------------------------------------------------------------------
 
+    # Each combinator has two signatures: promises only (the common case, where mypy infers
+    # the value type), and promises mixed with plain values.
+
+    @overload
     @staticmethod
-    def all(promises: Iterable[Promise[T] | T]) -> Promise[list[T]]:
+    def all(promises: Iterable[Promise[T]]) -> Promise[list[T]]: ...
+    @overload
+    @staticmethod
+    def all(promises: Iterable[Promise[T] | T]) -> Promise[list[T]]: ...
+    @staticmethod
+    def all(promises: Iterable[Any]) -> Promise[list[Any]]:
         """Fulfils with every value in input order; rejects with the first rejection."""
         return CombinedPromise(list(promises), "all")
 
+    @overload
     @staticmethod
-    def any(promises: Iterable[Promise[T] | T]) -> Promise[T]:
+    def any(promises: Iterable[Promise[T]]) -> Promise[T]: ...
+    @overload
+    @staticmethod
+    def any(promises: Iterable[Promise[T] | T]) -> Promise[T]: ...
+    @staticmethod
+    def any(promises: Iterable[Any]) -> Promise[Any]:
         """Fulfils with the first value; rejects with AggregateError if every input rejects."""
         return CombinedPromise(list(promises), "any")
 
+    @overload
     @staticmethod
-    def race(promises: Iterable[Promise[T] | T]) -> Promise[T]:
+    def race(promises: Iterable[Promise[T]]) -> Promise[T]: ...
+    @overload
+    @staticmethod
+    def race(promises: Iterable[Promise[T] | T]) -> Promise[T]: ...
+    @staticmethod
+    def race(promises: Iterable[Any]) -> Promise[Any]:
         """Settles as the first input settles (stays pending for no input)."""
         return CombinedPromise(list(promises), "race")
 
     @staticmethod
-    def all_settled(promises: Iterable[Promise[T] | T]) -> Promise[list[Settled]]:
+    def all_settled(promises: Iterable[Promise[Any] | Any]) -> Promise[list[Settled]]:
         """Fulfils, never rejects, with a ``Settled`` record per input, in input order."""
         return CombinedPromise(list(promises), "all_settled")
 
     @staticmethod
     def resolve(value: T) -> Promise[T]:
-        """A promise already fulfilled with ``value``."""
-        return CombinedPromise([value], "race")
+        """A promise already fulfilled with ``value`` (a promise is adopted)."""
+        promise = CombinedPromise([value], "race")
+        if not isinstance(value, Promise):
+            promise._remember(True, value)  # settled now, as combinators must see it
+        return promise
+
+
+class _PassThrough:
+    """How to decode the value of a follow-up that may pass its parent's value through.
+
+    ``finally`` always passes the parent's outcome through; ``catch`` does when the parent
+    fulfilled. That value is the parent's, so it decodes as the parent's result
+    (``decoder``), not as the follow-up task's.
+    """
+
+    def __init__(self, mode: Mode, decoder: Task[Any, Any] | None) -> None:
+        self.mode = mode
+        self.decoder = decoder
+        self.parent_id = ""  # known once the follow-up is built
 
 
 class MessagePromise(Promise[R]):
     """The promise of one sent message: its outcome comes from the backend."""
+
+    _through: _PassThrough | None = None
 
     def __init__(
         self,
@@ -242,15 +287,27 @@ class MessagePromise(Promise[R]):
         if not self._kept:
             raise ResultNotKept(f"message {mid} was sent with fire(): no outcome is kept")
         result = await self.app.watcher.get(mid)
-        return self._settle(result)
+        return self._settle(result, await self._decoder(result))
 
-    def _settle(self, result: Result) -> R:
+    async def _decoder(self, result: Result) -> Task[Any, Any] | None:
+        """The task whose return type ``result``'s value decodes as (None: plain JSON)."""
+        through = self._through
+        if through is None or result.state != "succeeded":
+            return self._task
+        if through.mode == "catch":
+            found = await (await self.app.open()).results([through.parent_id])
+            parent = found.get(through.parent_id)
+            if parent is None or parent.state != "succeeded":
+                return self._task  # the parent rejected: the value is the handler's
+        return through.decoder
+
+    def _settle(self, result: Result, decoder: Task[Any, Any] | None = None) -> R:
         if result.state == "succeeded":
             raw = bytes(result.value) if result.value is not None else b"null"
-            if self._task is None:
+            if decoder is None:
                 value = msgspec.json.decode(raw)
             else:
-                value = self._task.codec.decode_result(raw)
+                value = decoder.codec.decode_result(raw)
             self._remember(True, value)
             return value  # type: ignore[no-any-return]
         exc = outcome_error(result)
@@ -259,11 +316,17 @@ class MessagePromise(Promise[R]):
 
     def _follow(self, task: Task[Any, Any], mode: Mode) -> Promise[Any]:
         app = self.app
+        through = _PassThrough(mode, self._task) if mode != "then" else None
 
         async def follow() -> list[Message]:
-            return [task.follow_up(await self._confirm(), mode)]
+            parent = await self._confirm()
+            if through is not None:
+                through.parent_id = parent
+            return [task.follow_up(parent, mode)]
 
-        return app.send_later(follow(), task)
+        promise = app.send_later(follow(), task)
+        promise._through = through
+        return promise
 
     def cancel(self) -> Promise[bool]:
         async def cancel() -> bool:
@@ -299,6 +362,11 @@ class LocalPromise(Promise[R]):
         self._remember(True, value)
         return value  # type: ignore[no-any-return]
 
+    def _peek(self) -> tuple[bool, Any] | None:
+        if self._outcome is None:
+            _peek_future(self, self._future)
+        return self._outcome
+
 
 class CombinedPromise(Promise[Any]):
     """``Promise.all/any/race/all_settled`` of its inputs; durable when followed by a task."""
@@ -323,6 +391,11 @@ class CombinedPromise(Promise[Any]):
         self._remember(True, value)
         return value
 
+    def _peek(self) -> tuple[bool, Any] | None:
+        if self._outcome is None and self._started is not None:
+            _peek_future(self, self._started)
+        return self._outcome
+
     def _follow(self, task: Task[Any, Any], mode: Mode) -> Promise[Any]:
         members: list[MessagePromise[Any]] = []
         for index, p in enumerate(self._inputs):
@@ -336,6 +409,8 @@ class CombinedPromise(Promise[Any]):
             members.append(p)
         app = members[0].app if members else task.app
         join_mode = self._mode
+        # A join's value is a combination of its members' values: plain JSON.
+        through = _PassThrough(mode, None) if mode != "then" else None
 
         async def follow() -> list[Message]:
             ids = [await m._confirm() for m in members]
@@ -343,9 +418,22 @@ class CombinedPromise(Promise[Any]):
             join = msgspec.structs.replace(
                 join, id=new_id(), task=JOIN_TASK, join=_join_spec(ids, join_mode)
             )
+            if through is not None:
+                through.parent_id = join.id
             return [join, task.follow_up(join.id, mode)]
 
-        return app.send_later(follow(), task)
+        promise = app.send_later(follow(), task)
+        promise._through = through
+        return promise
+
+
+def _peek_future(
+    promise: Promise[Any], future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+) -> None:
+    """Remember the outcome of a computation that has finished (not one that was cancelled)."""
+    if future.done() and not future.cancelled():
+        error = future.exception()
+        promise._remember(error is None, future.result() if error is None else error)
 
 
 def _join_spec(ids: list[str], mode: JoinMode) -> Any:
@@ -380,6 +468,9 @@ def _is_task(handler: Any) -> bool:
 async def _adopt(value: Any) -> Any:
     """A handler's return value: awaited if awaitable (a returned Promise is adopted)."""
     while isinstance(value, Promise) or inspect.isawaitable(value):
+        if isinstance(value, LocalPromise) and value._future is asyncio.current_task():
+            # JavaScript: "chaining cycle detected". Adopting itself would wait forever.
+            raise TypeError("a handler returned the very promise it settles (a chaining cycle)")
         value = await value
     return value
 
@@ -410,9 +501,10 @@ def _futures(inputs: list[Any]) -> list[asyncio.Future[Any]]:
     loop = asyncio.get_running_loop()
     out: list[asyncio.Future[Any]] = []
     for item in inputs:
-        if isinstance(item, Promise) and item._outcome is not None:
+        known = item._peek() if isinstance(item, Promise) else None
+        if known is not None:
             f: asyncio.Future[Any] = loop.create_future()
-            fulfilled, value = item._outcome
+            fulfilled, value = known
             if fulfilled:
                 f.set_result(value)
             else:

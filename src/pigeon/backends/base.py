@@ -155,7 +155,7 @@ def join_fired(mode: str, total: int, settled: int, succeeded: int) -> bool:
     if mode == "any":
         return succeeded > 0 or settled >= total
     if mode == "race":
-        return settled > 0 or total == 0
+        return settled > 0  # JavaScript: race([]) never settles
     raise ValueError(f"unknown join mode {mode!r}")
 
 

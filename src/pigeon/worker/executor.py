@@ -172,10 +172,10 @@ class Executor:
 
     async def _join(self, d: Delivery, m: Message) -> Outcome:
         assert m.join is not None
-        members = m.join.members
-        found = await self._results(members)
-        missing = [mid for mid in members if mid not in found]
-        if missing:
+        found = await self._results(m.join.members)
+        outcome = combine(d, m, m.join.mode, [found.get(mid) for mid in m.join.members])
+        if outcome is None:
+            missing = [mid for mid in m.join.members if mid not in found]
             return _dead(
                 d,
                 "JoinMemberMissing",
@@ -183,19 +183,23 @@ class Executor:
                 f" {', '.join(missing[:5])}",
                 ttl=m.result_ttl,
             )
-        results = [found[mid] for mid in members]
-        return combine(d, m, m.join.mode, results)
+        return outcome
 
 
 class TaskTimeout(Exception):
     """A task ran past its timeout and was cancelled."""
 
 
-def combine(d: Delivery, m: Message, mode: str, results: list[Result]) -> Outcome:
-    """A join's outcome from its members' results, by JavaScript's Promise rules."""
-    ok = [r for r in results if r.state == "succeeded"]
-    bad = [r for r in results if r.state != "succeeded"]
-    by_time = functools.partial(sorted, key=lambda r: r.settled_at)
+def combine(d: Delivery, m: Message, mode: str, results: list[Result | None]) -> Outcome | None:
+    """A join's outcome from its members' results (None: not settled), by JavaScript's rules.
+
+    The backend fires a join as soon as its mode is satisfied, so members may still be
+    pending; None means the outcomes the mode needs are missing (expired or purged).
+    """
+    present = [r for r in results if r is not None]
+    ok = sorted((r for r in present if r.state == "succeeded"), key=lambda r: r.settled_at)
+    bad = sorted((r for r in present if r.state != "succeeded"), key=lambda r: r.settled_at)
+    complete = len(present) == len(results)
 
     def success(raw: bytes) -> Outcome:
         return Outcome(m.id, d.attempt, "succeeded", msgspec.Raw(raw), result_ttl=m.result_ttl)
@@ -205,25 +209,33 @@ def combine(d: Delivery, m: Message, mode: str, results: list[Result]) -> Outcom
 
     if mode == "all":
         if bad:
-            return failure(_error_of(by_time(bad)[0]))
-        return success(b"[" + b",".join(_raw(r.value) for r in results) + b"]")
+            return failure(_error_of(bad[0]))
+        if not complete:
+            return None
+        return success(b"[" + b",".join(_raw(r.value) for r in present) + b"]")
     if mode == "any":
         if ok:
-            return success(_raw(by_time(ok)[0].value))
-        summary = "; ".join(f"{e.type}: {e.message}" for e in map(_error_of, results))
+            return success(_raw(ok[0].value))
+        if not complete:
+            return None
+        summary = "; ".join(f"{e.type}: {e.message}" for e in map(_error_of, present))
         return failure(
-            Failure("AggregateError", f"all {len(results)} promises were rejected: {summary}")
+            Failure("AggregateError", f"all {len(present)} promises were rejected: {summary}")
         )
     if mode == "race":
-        first = by_time(results)[0]
+        if not present:
+            return None
+        first = min(present, key=lambda r: r.settled_at)
         return (
             success(_raw(first.value)) if first.state == "succeeded" else failure(_error_of(first))
         )
+    if not complete:
+        return None
     records = [
         b'{"status":"fulfilled","value":' + _raw(r.value) + b"}"
         if r.state == "succeeded"
         else b'{"status":"rejected","reason":' + _failure_encoder.encode(_error_of(r)) + b"}"
-        for r in results
+        for r in present
     ]
     return success(b"[" + b",".join(records) + b"]")
 

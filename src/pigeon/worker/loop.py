@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pigeon.batching import Batcher
-from pigeon.message import Delivery, Lease, Outcome, WorkerInfo, new_id
+from pigeon.message import Delivery, Failure, Lease, Outcome, WorkerInfo, new_id
 from pigeon.worker.executor import Executor
 
 if TYPE_CHECKING:
@@ -175,6 +175,13 @@ class Worker:
     async def _run_one(self, d: Delivery) -> None:
         try:
             outcome = await self.executor.process(d)
+        except Exception as exc:
+            # A bug in pigeon itself, not in the task: dead-letter rather than loop forever.
+            log.exception("internal error processing %s", d.id)
+            error = Failure(
+                "InternalError", f"pigeon failed to process this message: {exc!r}", id=d.id
+            )
+            outcome = Outcome(d.id, d.attempt, "dead", error=error)
         except asyncio.CancelledError:
             # Stopped past the grace period, or the lease was lost: give the message back
             # un-attempted (a no-op if another worker holds it now).
