@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 import msgspec
 
 from pigeon.errors import ConfigError, EncodeError
-from pigeon.message import Message
+from pigeon.message import Failure, Message, Result
 
 _message_encoder = msgspec.json.Encoder()
 _message_decoder = msgspec.json.Decoder(Message)
@@ -22,6 +22,36 @@ _message_decoder = msgspec.json.Decoder(Message)
 def encode_message(message: Message) -> bytes:
     """The stored form of a message."""
     return _message_encoder.encode(message)
+
+
+class _StoredResult(msgspec.Struct, frozen=True):
+    """How a stored Result is read back.
+
+    msgspec cannot decode ``msgspec.Raw | None`` (Raw may not sit in a union), so ``value``
+    is read as Raw with an empty default: absent means no value, while a task that returned
+    None keeps its JSON ``null``.
+    """
+
+    id: str
+    state: Literal["succeeded", "failed", "cancelled", "dead"]
+    value: msgspec.Raw = msgspec.Raw(b"")
+    error: Failure | None = None
+    settled_at: float = 0.0
+
+
+_result_record_encoder = msgspec.json.Encoder()
+_result_record_decoder = msgspec.json.Decoder(_StoredResult)
+
+
+def encode_result_record(result: Result) -> bytes:
+    """The stored form of an outcome (for backends that store bytes)."""
+    return _result_record_encoder.encode(result)
+
+
+def decode_result_record(body: bytes) -> Result:
+    """Read back what ``encode_result_record`` stored."""
+    s = _result_record_decoder.decode(body)
+    return Result(s.id, s.state, s.value if len(s.value) else None, s.error, s.settled_at)
 
 
 def decode_message(body: bytes) -> Message:

@@ -67,33 +67,6 @@ SCHEMA_VERSION = 1
 SWEEP_CHUNK = 5000
 
 _json_encode = msgspec.json.Encoder().encode
-_result_encode = msgspec.json.Encoder().encode
-_NO_VALUE = msgspec.Raw(b"")
-
-
-class _StoredResult(msgspec.Struct, frozen=True):
-    """How a stored Result body is read back.
-
-    msgspec cannot decode ``msgspec.Raw | None`` (Raw may not sit in a union), so ``value``
-    is read as Raw with an empty default: absent means None, while a task that returned None
-    keeps its JSON ``null``.
-    """
-
-    id: str
-    state: FinalState
-    value: msgspec.Raw = _NO_VALUE
-    error: Failure | None = None
-    settled_at: float = 0.0
-
-
-_stored_result_decoder = msgspec.json.Decoder(_StoredResult)
-
-
-def _decode_result(body: bytes) -> Result:
-    s = _stored_result_decoder.decode(body)
-    return Result(s.id, s.state, s.value if len(s.value) else None, s.error, s.settled_at)
-
-
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
 
 
@@ -598,7 +571,7 @@ class _Store:
                 if mid not in followed and mid not in members:
                     continue
                 ttl = KEEP_FOR_DEPENDENTS
-            encoded = _result_encode(Result(mid, state, value, error, now))
+            encoded = codec.encode_result_record(Result(mid, state, value, error, now))
             results.append((mid, state, now + ttl, encoded))
         if results:
             db.executemany(_STORE_RESULT, results)
@@ -626,7 +599,7 @@ class _Store:
     def results(self, ids: Collection[str]) -> dict[str, Result]:
         db = self._connection()
         rows = db.execute(_RESULTS, (_json(list(ids)), time.time())).fetchall()
-        found = (_decode_result(body) for (body,) in rows)
+        found = (codec.decode_result_record(body) for (body,) in rows)
         return {result.id: result for result in found}
 
     # control -----------------------------------------------------------------------------
@@ -684,7 +657,7 @@ class _Store:
             row = db.execute(_INSPECT_MESSAGE, (id,)).fetchone()
             stored = db.execute(_INSPECT_RESULT, (id, now)).fetchone()
             dead = db.execute(_INSPECT_DEAD, (id,)).fetchone() if row is None else None
-        result = _decode_result(stored[0]) if stored is not None else None
+        result = codec.decode_result_record(stored[0]) if stored is not None else None
         if row is not None:
             state, queue, task, attempt, failures, due, lease_until, worker, body = row
             if state == "pending" and due > now:
