@@ -336,6 +336,7 @@ class App:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._portal.join(5)
             self._portal = None
+            self._loop.close()  # a later use starts a fresh home loop
 
     async def __aenter__(self) -> App:
         await self.open()

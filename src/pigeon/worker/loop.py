@@ -295,7 +295,7 @@ class Worker:
         """Let running tasks finish within the grace period; release the rest."""
         if self._running:
             log.info(
-                "stopping: waiting up to %.0fs for %d running tasks", self.grace, len(self._running)
+                "stopping: waiting up to %gs for %d running tasks", self.grace, len(self._running)
             )
             tasks = [r.task for r in self._running.values()]
             _, pending = await asyncio.wait(tasks, timeout=self.grace)

@@ -1,0 +1,122 @@
+"""Enqueue: durable storage, one id per input, idempotency keys, initial states."""
+
+from __future__ import annotations
+
+from pigeon.backends import Backend
+from pigeon.codec import decode_message
+from pigeon.message import QueueStats
+
+from .messages import QUEUE, make_message, make_messages, succeeded
+from .polling import clock_passes
+
+
+async def test_enqueue_of_a_batch_returns_each_messages_own_id_in_order(backend: Backend) -> None:
+    messages = make_messages(200)
+    assert await backend.enqueue(messages) == [m.id for m in messages]
+    assert (await backend.stats()).queues[QUEUE] == QueueStats(pending=200)
+
+
+async def test_enqueued_message_is_pending_and_inspectable(backend: Backend) -> None:
+    message = make_message()
+    await backend.enqueue([message])
+
+    info = await backend.inspect(message.id)
+
+    assert info is not None
+    assert (info.state, info.queue, info.task) == ("pending", QUEUE, "t")
+    assert (info.attempt, info.failures, info.result) == (0, 0, None)
+    assert info.body is not None
+    assert decode_message(info.body).id == message.id
+
+
+async def test_reenqueueing_the_same_id_stores_it_once(backend: Backend) -> None:
+    message = make_message()
+    assert await backend.enqueue([message]) == [message.id]
+    assert await backend.enqueue([message]) == [message.id]
+    assert await backend.enqueue([message, message]) == [message.id, message.id]
+
+    assert (await backend.stats()).queues[QUEUE] == QueueStats(pending=1)
+    assert [d.id for d in await backend.fetch([QUEUE], 10, "w")] == [message.id]
+
+
+async def test_second_enqueue_with_the_same_key_returns_the_first_id_and_stores_nothing(
+    backend: Backend,
+) -> None:
+    first, second = make_message(key="k"), make_message(key="k")
+    assert await backend.enqueue([first]) == [first.id]
+
+    assert await backend.enqueue([second]) == [first.id]
+
+    assert await backend.inspect(second.id) is None
+    assert (await backend.stats()).queues[QUEUE] == QueueStats(pending=1)
+
+
+async def test_same_key_twice_in_one_batch_stores_only_the_first(backend: Backend) -> None:
+    first, second, other = make_message(key="k"), make_message(key="k"), make_message(key="x")
+
+    ids = await backend.enqueue([first, second, other])
+
+    assert ids == [first.id, first.id, other.id]
+    assert await backend.inspect(second.id) is None
+    assert (await backend.stats()).queues[QUEUE] == QueueStats(pending=2)
+
+
+async def test_key_is_still_held_after_its_message_settled(backend: Backend) -> None:
+    first = make_message(key="k")
+    await backend.enqueue([first])
+    [delivery] = await backend.fetch([QUEUE], 1, "w")
+    assert await backend.settle([succeeded(delivery)]) == [True]
+
+    second = make_message(key="k")
+    assert await backend.enqueue([second]) == [first.id]
+    assert await backend.inspect(second.id) is None
+    assert await backend.fetch([QUEUE], 1, "w") == []
+
+
+async def test_key_is_free_again_once_the_first_messages_result_ttl_ran_out(
+    backend: Backend,
+) -> None:
+    first = make_message(key="k", result_ttl=0.3)
+    await backend.enqueue([first])
+    enqueued_by = await backend.time()
+
+    await clock_passes(backend, enqueued_by + 0.3 + 0.05)
+    second = make_message(key="k")
+
+    assert await backend.enqueue([second]) == [second.id]
+    info = await backend.inspect(second.id)
+    assert info is not None
+    assert info.state == "pending"
+
+
+async def test_message_after_an_unsettled_message_is_waiting(backend: Backend) -> None:
+    parent = make_message()
+    child = make_message(after=parent.id, mode="then")
+    await backend.enqueue([child, parent])  # the parent comes later in the batch
+
+    info = await backend.inspect(child.id)
+    assert info is not None
+    assert info.state == "waiting"
+    assert (await backend.stats()).queues[QUEUE] == QueueStats(waiting=1, pending=1)
+
+
+async def test_delayed_message_is_scheduled(backend: Backend) -> None:
+    now = await backend.time()
+    by_delay, by_run_at = make_message(delay=100), make_message(run_at=now + 100)
+    await backend.enqueue([by_delay, by_run_at])
+
+    for message in (by_delay, by_run_at):
+        info = await backend.inspect(message.id)
+        assert info is not None
+        assert info.state == "scheduled"
+        assert info.run_at is not None
+        assert now + 99 < info.run_at < now + 101
+    assert (await backend.stats()).queues[QUEUE] == QueueStats(scheduled=2)
+
+
+async def test_run_at_in_the_past_is_pending(backend: Backend) -> None:
+    message = make_message(run_at=await backend.time() - 10)
+    await backend.enqueue([message])
+
+    [delivery] = await backend.fetch([QUEUE], 1, "w")
+    assert delivery.id == message.id

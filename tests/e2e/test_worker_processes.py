@@ -1,0 +1,143 @@
+"""Real worker processes, real signals: what a crash, a redeploy and a poison message do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+import pigeon
+from tests.e2e import e2e_app
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout}s still waiting for {what} (last: {value!r})")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/e2e.db"
+
+
+@pytest.fixture
+def app(url: str) -> Iterator[pigeon.App]:
+    app = e2e_app.register(pigeon.App(url))
+    yield app
+    app.close_sync()
+
+
+class Workers:
+    """Starts `pigeon worker` processes on one URL and makes sure none outlives the test."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PIGEON_URL": self.url, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pigeon", "worker", "tests.e2e.e2e_app:app", *args],
+            cwd=ROOT,
+            env=env,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def workers(url: str) -> Iterator[Workers]:
+    w = Workers(url)
+    yield w
+    w.stop_all()
+
+
+def starts(marker: Path) -> list[str]:
+    return marker.read_text().splitlines() if marker.exists() else []
+
+
+def test_sigkill_mid_task_is_redelivered_after_the_lease_and_completes_once(
+    app: pigeon.App, workers: Workers, tmp_path: Path
+) -> None:
+    marker = tmp_path / "starts"
+    first = workers.start("-c", "4")
+    promise = app.tasks["e2e.slow"].send(str(marker), 0.5)
+    eventually(lambda: starts(marker), "the task to start")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    workers.start("-c", "4")
+    assert promise.result(timeout=20) == "done"
+    attempts = [line.split()[1] for line in starts(marker)]
+    assert attempts == ["1", "2"]  # run again after the lease ran out, as the next attempt
+    info = app.backend_call_sync(lambda b: b.inspect(promise.id))
+    assert info is not None
+    assert info.state == "succeeded"
+
+
+def test_sigterm_drains_running_tasks_and_releases_the_rest_unattempted(
+    app: pigeon.App, workers: Workers, tmp_path: Path
+) -> None:
+    short_marker, long_marker = tmp_path / "short", tmp_path / "long"
+    proc = workers.start("-c", "4", "--grace", "1.5")
+    short = app.tasks["e2e.slow"].send(str(short_marker), 0.5)
+    long = app.tasks["e2e.slow"].send(str(long_marker), 60)
+    eventually(lambda: starts(short_marker) and starts(long_marker), "both tasks to start")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert short.result(timeout=5) == "done"  # finished within the grace period
+    info = app.backend_call_sync(lambda b: b.inspect(long.id))
+    assert info is not None
+    assert info.state == "pending"  # released for another worker at once
+    assert info.failures == 0  # no retry spent
+    assert info.result is None
+
+
+def test_a_message_that_kills_its_worker_three_times_is_dead_lettered_as_poison(
+    app: pigeon.App, workers: Workers, tmp_path: Path
+) -> None:
+    marker = tmp_path / "crashes"
+    poison = app.tasks["e2e.crash"].send(str(marker))
+    ordinary = [app.tasks["e2e.add"].send(i, i) for i in range(20)]
+
+    def run_until_poison_is_dead() -> bool:
+        proc = workers.start("-c", "2")
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass  # alive: the poison is not (or no longer) delivered to it
+        state = app.backend_call_sync(lambda b: b.inspect(poison.id))
+        return state is not None and state.state == "dead"
+
+    eventually(run_until_poison_is_dead, "the poison message to be dead-lettered", timeout=60)
+    assert len(starts(marker)) == 3  # three crashes, then never delivered again
+    with pytest.raises(pigeon.TaskError) as raised:
+        poison.result(timeout=5)
+    assert raised.value.type == "Poison"
+    letters = app.backend_call_sync(lambda b: b.dead_letters())
+    assert [d.id for d in letters] == [poison.id]
+    assert "poison" in letters[0].reason
+    if all(w.poll() is not None for w in workers.procs):
+        workers.start("-c", "2")
+    assert [p.result(timeout=20) for p in ordinary] == [2 * i for i in range(20)]
