@@ -7,73 +7,22 @@ reason, except under ``CI=true``, where an unreachable server fails the run.
 
 from __future__ import annotations
 
-import os
-import socket
+import asyncio
 import tempfile
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-from pigeon.backends import Backend, from_url, redact
-
-#: One template per backend. Placeholders: ``{tmp_path}`` a directory private to the test,
-#: ``{run}`` an id shared by one pytest run, ``{test}`` an id unique to the test.
-BACKEND_URLS: list[str] = [
-    "memory://",
-    "sqlite:///{tmp_path}/pigeon.db",
-    # "redis://localhost:6379/15?prefix=pigeon-{run}-{test}",
-    # "postgresql://localhost/pigeon_test?schema=pigeon_{run}_{test}",
-]
-
-#: Schemes whose store lives inside one backend object: a second connection or a second
-#: process cannot see it, so the tests that need one skip.
-PROCESS_LOCAL_SCHEMES = frozenset({"memory"})
-
-#: Where to knock when a server URL names no port.
-DEFAULT_PORTS = {
-    "redis": 6379,
-    "rediss": 6379,
-    "postgres": 5432,
-    "postgresql": 5432,
-    "nats": 4222,
-    "amqp": 5672,
-    "amqps": 5671,
-}
-
-RUN_ID = uuid.uuid4().hex[:8]
-
-
-def scheme_of(template: str) -> str:
-    return template.split("://", 1)[0]
-
-
-def make_url(template: str, tmp_path: Path) -> str:
-    """A URL for one test (or one hypothesis example) that shares no state with any other."""
-    return template.format(tmp_path=tmp_path.as_posix(), run=RUN_ID, test=uuid.uuid4().hex[:12])
-
-
-def require_server(url: str) -> None:
-    """Skip (fail under ``CI=true``) when the server a URL names does not answer."""
-    parts = urlsplit(url)
-    if not parts.hostname:
-        return  # embedded: nothing to reach
-    port = parts.port or DEFAULT_PORTS.get(parts.scheme)
-    if port is None:
-        return
-    try:
-        socket.create_connection((parts.hostname, port), timeout=1.0).close()
-    except OSError as exc:
-        reason = f"{redact(url)} unreachable: {exc}"
-        if os.environ.get("CI", "").lower() in {"true", "1"}:
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-def shares_across_processes(url: str) -> bool:
-    return scheme_of(url) not in PROCESS_LOCAL_SCHEMES
+from pigeon.backends import Backend, from_url
+from tests.servers import (
+    BACKEND_URLS,
+    cleanup,
+    make_url,
+    require_server,
+    scheme_of,
+    shares_across_processes,
+)
 
 
 @pytest.fixture(params=BACKEND_URLS, ids=scheme_of)
@@ -83,22 +32,29 @@ def backend_template(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def url_factory(backend_template: str, tmp_path: Path) -> Callable[[], str]:
+def url_factory(backend_template: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
     """Makes as many fresh URLs of this backend as a test needs (one per hypothesis example)."""
+
+    made: list[str] = []
 
     def fresh() -> str:
         url = make_url(backend_template, Path(tempfile.mkdtemp(dir=tmp_path)))
         require_server(url)
+        made.append(url)
         return url
 
-    return fresh
+    yield fresh
+    for url in made:
+        asyncio.run(cleanup(url))
 
 
 @pytest.fixture
-def backend_url(backend_template: str, tmp_path: Path) -> str:
+async def backend_url(backend_template: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A URL for this test only; what the test stored on a shared server is removed after."""
     url = make_url(backend_template, tmp_path)
     require_server(url)
-    return url
+    yield url
+    await cleanup(url)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -15,6 +16,14 @@ import pytest
 
 import pigeon
 from tests.e2e import e2e_app
+from tests.servers import (
+    BACKEND_URLS,
+    cleanup,
+    make_url,
+    require_server,
+    scheme_of,
+    shares_across_processes,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -31,9 +40,13 @@ def eventually(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
         time.sleep(0.02)
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/e2e.db"
+@pytest.fixture(params=[u for u in BACKEND_URLS if shares_across_processes(u)], ids=scheme_of)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every backend that worker processes can share, each test on a store of its own."""
+    url = make_url(request.param, tmp_path)
+    require_server(url)
+    yield url
+    asyncio.run(cleanup(url))
 
 
 @pytest.fixture

@@ -10,13 +10,21 @@ from pigeon.errors import ConfigError
 _SCHEMES: dict[str, str] = {
     "memory": "pigeon.backends.memory:MemoryBackend",
     "sqlite": "pigeon.backends.sqlite:SQLiteBackend",
+    "redis": "pigeon.backends.redis:RedisBackend",
+    "rediss": "pigeon.backends.redis:RedisBackend",
+    "postgresql": "pigeon.backends.postgres:PostgresBackend",
+    "postgres": "pigeon.backends.postgres:PostgresBackend",
 }
+
+#: The extra that brings a scheme's client library, for the error when it is missing.
+_EXTRAS = {"redis": "redis", "rediss": "redis", "postgresql": "postgres", "postgres": "postgres"}
 
 DEFAULT_URL = "sqlite:///pigeon.db"
 
 
 def from_url(url: str) -> Backend:
-    """Make the backend a URL names (``memory://``, ``sqlite:///path.db``).
+    """Make the backend a URL names (``memory://``, ``sqlite:///path.db``, ``redis://``,
+    ``postgresql://``). The backend is not connected until ``open()``.
 
     Raises ConfigError naming the schemes that exist when the scheme is unknown.
     """
@@ -26,7 +34,16 @@ def from_url(url: str) -> Backend:
         known = ", ".join(f"{s}://" for s in sorted(_SCHEMES))
         raise ConfigError(f"unknown backend URL {redact(url)!r}: the scheme must be one of {known}")
     module_name, cls_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = _EXTRAS.get(scheme)
+        if extra is None or exc.name in (None, module_name):
+            raise
+        raise ConfigError(
+            f"{scheme}:// needs the {exc.name!r} package: pip install 'pigeon[{extra}]'"
+        ) from None
+    cls = getattr(module, cls_name)
     backend: Backend = cls(url)
     return backend
 
