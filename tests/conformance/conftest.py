@@ -1,8 +1,9 @@
 """The backends the conformance suite runs on, and the ``backend`` fixture every test takes.
 
-Adding a backend is one line in ``BACKEND_URLS``: a URL template that ``make_url`` turns into
-a URL no other test uses. Server backends that cannot be reached are skipped with a one-line
-reason, except under ``CI=true``, where an unreachable server fails the run.
+Adding a backend is one line in ``BACKEND_URLS`` (``tests/servers.py``, shared with the other
+suites): a URL template that ``make_url`` turns into a URL no other test uses. Server backends
+that cannot be reached are skipped with a one-line reason, except under ``CI=true``, where an
+unreachable server fails the run.
 """
 
 from __future__ import annotations

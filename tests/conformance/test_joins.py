@@ -140,6 +140,15 @@ async def test_join_with_no_members_is_pending_at_once(backend: Backend, mode: J
     assert await state_of(backend, join.id) == "pending"
 
 
+async def test_race_join_with_no_members_stays_waiting(backend: Backend) -> None:
+    join = make_message(JOINS, join=JoinSpec([], "race"))
+
+    await backend.enqueue([join])
+
+    assert await state_of(backend, join.id) == "waiting"
+    assert await backend.fetch([JOINS], 1, "w") == []
+
+
 async def test_cancelled_member_counts_as_settled(backend: Backend) -> None:
     leased, pending = make_messages(2)
     await backend.enqueue([leased, pending])

@@ -177,6 +177,8 @@ def build_machine(url_factory: Callable[[], str]) -> type[RuleBasedStateMachine]
 
             for d in got:
                 model = self.models[d.id]
+                if model.state == "lapsed":  # taken over: the old lease is now stale
+                    self.superseded.append(Lease(model.id, model.attempt))
                 model.attempt, model.state = d.attempt, "short" if short else "leased"
             if short and got:
                 self.short_until = fetched_by + SHORT_LEASE
