@@ -10,7 +10,10 @@ Enqueue
     ``enqueue(messages)`` stores the messages durably before it returns and returns, for each
     input, the id that now stands for it: its own id, or, when its ``key`` is already held by
     a message enqueued within that message's ``result_ttl``, the first message's id (nothing
-    new is stored). An id that already exists is not stored twice (sends may be retried).
+    new is stored; a key on a message that keeps no outcome, ``result_ttl`` 0, therefore
+    protects nothing). An id that already exists, as a message, a kept outcome or a dead
+    letter, is not stored twice (sends may be retried). A follow-up whose ``after`` names an
+    id that never gets an outcome waits until it is cancelled or purged.
     A message is ``waiting`` when it has ``after`` and that message has no stored outcome
     yet, or when it is a ``join`` whose members have not settled as its mode requires;
     ``scheduled`` when its due time (``max(now + delay, run_at)``, backend clock) is in the
@@ -22,16 +25,21 @@ Fetch
     the order given, within a queue highest ``priority`` first, then earliest due time, then
     id (FIFO). Each lease lasts the message's ``lease`` seconds (or ``lease`` if given) on the
     backend's clock. Every fetch increments the message's ``attempt`` (the fencing token).
-    A message whose lease ran out is due again; when it has run out ``max_deliveries`` times
-    without a settle, the next fetch dead-letters it as poison instead of delivering it.
+    A message whose lease ran out is due again: the next fetch takes it over (and only then
+    does the old attempt lose it: until a fetch takes it over it still counts as held by its
+    attempt, for ``extend``, ``settle``, ``cancel``, ``stats`` and ``inspect``). When a lease
+    has run out ``max_deliveries`` times without a settle, the fetch that finds it
+    dead-letters it as poison instead of delivering it; expired and poison messages do not
+    take a place in ``limit``.
     A message whose ``expires_at`` has passed is settled ``dead`` (expired) instead.
     Two concurrent fetches never lease the same message. When nothing is due, fetch waits up
     to ``wait`` seconds for a message to become due (pushed where the broker can, polled
     otherwise) before it returns an empty list.
 
 Extend, release
-    ``extend(leases)`` pushes the lease deadline of each held delivery to now + its lease and
-    returns the ids that are no longer held as that attempt (settled, or taken over).
+    ``extend(leases)`` pushes the lease deadline of each held delivery to now + the
+    message's own ``lease`` (not a ``lease`` given to fetch) and returns the ids that are no
+    longer held as that attempt (settled, or taken over).
     ``release(leases)`` makes held messages pending again at once without counting a failure
     or a lost delivery (a worker shutting down); it returns how many it released.
 
@@ -49,8 +57,11 @@ Joins
     A join message's ``join.members`` are message ids. It fires (becomes due) exactly once:
     ``all`` when every member succeeded or any failed; ``all_settled`` when every member
     settled; ``any`` when one succeeded or all settled; ``race`` when one settled. Members
-    already settled when the join is enqueued count at once. The join message is then run by
-    the worker like any other; the worker combines the members' results.
+    already settled when the join is enqueued count at once; a member counts once, even if it
+    is re-queued from the dead letters and settles again. With no members, ``all``, ``any``
+    and ``all_settled`` are due at once and ``race`` never is (JavaScript's ``race([])``).
+    The join message is then run by the worker like any other; the worker combines the
+    members' results.
 
 Results, wait
     ``results(ids)`` returns the stored, unexpired outcomes among ``ids``. ``wait(ids,
@@ -59,10 +70,12 @@ Results, wait
     polling backends poll adaptively.
 
 Control
-    ``cancel(ids)`` settles each waiting, scheduled or pending message as ``cancelled`` and
-    returns the ids it cancelled (a leased or settled message is left alone).
+    ``cancel(ids)`` settles each waiting, scheduled or pending message as ``cancelled`` (its
+    followers are released and its joins advanced, as for any final outcome) and returns the
+    ids it cancelled (a leased or settled message is left alone).
     ``dead_letters(queue, limit)`` lists dead letters, oldest first. ``requeue(ids)`` moves
-    dead letters back to pending with a fresh attempt count and forgets their stored outcome.
+    dead letters back to pending with fresh attempt, failure and lost-lease counts and
+    forgets their stored outcome.
     ``purge_dead(ids)`` deletes dead letters (all when ids is None). ``purge(queue)`` deletes
     the queue's waiting, scheduled and pending messages. ``stats()`` counts by queue and
     state. ``inspect(id)`` tells all that is known of one id. ``heartbeat`` records a live
