@@ -19,6 +19,7 @@ from pigeon.errors import (
 )
 from pigeon.message import Failure, Settled
 from pigeon.promise import Promise
+from pigeon.secret import Secret
 from pigeon.task import BoundTask, Task, TaskOptions
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "PigeonError",
     "Promise",
     "ResultNotKept",
+    "Secret",
     "Settled",
     "Task",
     "TaskError",

@@ -21,6 +21,7 @@ from pigeon.batching import Batcher
 from pigeon.errors import ConfigError, PigeonError, Timeout
 from pigeon.message import Message
 from pigeon.promise import MessagePromise, Promise, ResultWatcher
+from pigeon.signing import Signer
 from pigeon.task import Task, TaskOptions
 
 P = ParamSpec("P")
@@ -38,7 +39,9 @@ class App:
     ``url`` defaults to the ``PIGEON_URL`` environment variable, else
     ``sqlite:///pigeon.db`` (a file in the current directory). ``result_ttl`` is the default
     number of seconds an outcome is kept; ``max_payload`` the largest encoded arguments a
-    send accepts, in bytes.
+    send accepts (and a worker runs), in bytes. ``secret`` (default: ``PIGEON_SECRET``,
+    comma-separated for rotation) signs every message with HMAC-SHA256; a worker with a
+    secret dead-letters unsigned or badly signed messages without running them.
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class App:
         result_ttl: float = 86400.0,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         queue: str = "default",
+        secret: str | Sequence[str] | None = None,
     ) -> None:
         self.url = url or os.environ.get("PIGEON_URL") or DEFAULT_URL
         if result_ttl < 0:
@@ -58,6 +62,10 @@ class App:
         self.result_ttl = result_ttl
         self.max_payload = max_payload
         self.queue = queue
+        if secret is None:
+            self.signer = Signer.from_env()
+        else:
+            self.signer = Signer([secret] if isinstance(secret, str) else secret)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -255,6 +263,8 @@ class App:
     async def enqueue(self, messages: Sequence[Message]) -> list[str]:
         """Store messages durably (one backend round trip); the ids that stand for them."""
         backend = await self.open()
+        if self.signer is not None:
+            messages = [self.signer.sign(m) for m in messages]
         return await backend.enqueue(messages)
 
     def send_message(self, message: Message, task: Task[Any, Any] | None) -> MessagePromise[Any]:

@@ -36,6 +36,7 @@ from pigeon.backends import DEFAULT_URL, Backend, redact
 from pigeon.errors import Cancelled, ConfigError, PigeonError, TaskError
 from pigeon.message import MessageInfo, Stats
 from pigeon.promise import MessagePromise
+from pigeon.secret import redact as redact_secrets
 from pigeon.task import Task
 
 T = TypeVar("T")
@@ -664,8 +665,9 @@ def _message_rows(body: bytes, now: float) -> list[tuple[str, str]]:
 
 
 def _raw_json(raw: bytes) -> str:
+    """Encoded arguments or a result as JSON text, with every pigeon.Secret shown as ***."""
     try:
-        return json.dumps(msgspec.json.decode(raw), ensure_ascii=False)
+        return json.dumps(redact_secrets(msgspec.json.decode(raw)), ensure_ascii=False)
     except msgspec.DecodeError:
         return repr(raw)
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Literal, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 
 from pigeon.errors import ConfigError, EncodeError
 from pigeon.message import Failure, Message, Result
+from pigeon.secret import SECRET_KEY, Secret
 
 _message_encoder = msgspec.json.Encoder()
 _message_decoder = msgspec.json.Decoder(Message)
@@ -59,7 +60,24 @@ def decode_message(body: bytes) -> Message:
     return _message_decoder.decode(body)
 
 
-_json_encoder = msgspec.json.Encoder(decimal_format="string")
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, Secret):
+        return {SECRET_KEY: obj.reveal()}
+    raise TypeError(f"objects of type {type(obj).__name__} are not supported")
+
+
+def _dec_hook(kind: Any, obj: Any) -> Any:
+    if kind is Secret or get_origin(kind) is Secret:
+        inner = get_args(kind)[0] if get_args(kind) else Any
+        if isinstance(obj, Secret):  # msgspec.convert of Python values at send
+            return Secret(msgspec.convert(obj.reveal(), inner, dec_hook=_dec_hook))
+        if isinstance(obj, dict) and set(obj) == {SECRET_KEY}:
+            return Secret(msgspec.convert(obj[SECRET_KEY], inner, dec_hook=_dec_hook))
+        raise msgspec.ValidationError(f"expected a pigeon.Secret, got {type(obj).__name__}")
+    raise TypeError(f"{kind!r} is not a type pigeon can decode")
+
+
+_json_encoder = msgspec.json.Encoder(decimal_format="string", enc_hook=_enc_hook)
 
 
 def encode_value(value: Any) -> msgspec.Raw:
@@ -123,16 +141,18 @@ class TaskCodec:
             kw_only=True,
             forbid_unknown_fields=self.var_keyword is None,
         )
-        self._kwargs_decoder = msgspec.json.Decoder(struct)
+        self._kwargs_decoder = msgspec.json.Decoder(struct, dec_hook=_dec_hook)
         self._struct = struct
         self._varargs_type: Any = list[var_positional_type]
-        self._varargs_decoder = msgspec.json.Decoder(self._varargs_type)
+        self._varargs_decoder = msgspec.json.Decoder(self._varargs_type, dec_hook=_dec_hook)
         self._extra_kwargs_type: Any = dict[str, var_keyword_type]
         self._extra_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
-        self._extra_value_decoder = msgspec.json.Decoder(var_keyword_type)
+        self._extra_value_decoder = msgspec.json.Decoder(var_keyword_type, dec_hook=_dec_hook)
         returns = hints.get("return", Any)
         self.returns = returns
-        self._result_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(returns)
+        self._result_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
+            returns, dec_hook=_dec_hook
+        )
 
     def encode_args(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -152,9 +172,9 @@ class TaskCodec:
         try:
             # The Python values must have the parameters' types: JSON alone would let a
             # datetime, UUID, Decimal or bytes pass for a str (they all encode as strings).
-            msgspec.convert(arguments, self._struct)
-            msgspec.convert(list(extra), self._varargs_type)
-            msgspec.convert(extra_kwargs, self._extra_kwargs_type)
+            msgspec.convert(arguments, self._struct, dec_hook=_dec_hook)
+            msgspec.convert(list(extra), self._varargs_type, dec_hook=_dec_hook)
+            msgspec.convert(extra_kwargs, self._extra_kwargs_type, dec_hook=_dec_hook)
         except msgspec.ValidationError as exc:
             raise EncodeError(f"{self.name}(): invalid arguments: {exc}") from None
         arguments.update(extra_kwargs)

@@ -23,6 +23,7 @@ from pigeon.context import Current, _current
 from pigeon.errors import EncodeError
 from pigeon.message import Delivery, Failure, Message, Outcome, Result
 from pigeon.promise import JOIN_TASK
+from pigeon.signing import Signer
 from pigeon.task import Task
 
 log = logging.getLogger("pigeon.worker")
@@ -39,8 +40,12 @@ class Executor:
         results: Callable[[Collection[str]], Awaitable[dict[str, Result]]],
         threads: int,
         flush: Callable[[], Awaitable[None]] | None = None,
+        signer: Signer | None = None,
+        max_payload: int | None = None,
     ) -> None:
         self.tasks = tasks
+        self.signer = signer
+        self.max_payload = max_payload
         self._results = results
         self._flush = flush
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pigeon-task")
@@ -55,6 +60,20 @@ class Executor:
             m = codec.decode_message(d.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return _dead(d, "UndecodableMessage", f"the message could not be decoded: {exc}")
+        if self.signer is not None:
+            refused = self.signer.check(m)
+            if refused is not None:
+                return _dead(d, "BadSignature", refused, ttl=m.result_ttl)
+        if self.max_payload is not None:
+            size = len(m.args) + len(m.kwargs)
+            if size > self.max_payload:
+                return _dead(
+                    d,
+                    "PayloadTooLarge",
+                    f"the arguments are {size:,} bytes, over this worker's limit of"
+                    f" {self.max_payload:,} bytes (App(max_payload=...))",
+                    ttl=m.result_ttl,
+                )
         if m.join is not None and m.task == JOIN_TASK:
             return await self._join(d, m)
         task = self.tasks.get(m.task)

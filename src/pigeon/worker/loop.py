@@ -94,7 +94,14 @@ class Worker:
         backend = await self.app.open()
         self._backend = backend
         self._settler: Batcher[Outcome, bool] = Batcher(backend.settle)
-        self.executor = Executor(self.app.tasks, backend.results, self.threads, self.app.flush)
+        self.executor = Executor(
+            self.app.tasks,
+            backend.results,
+            self.threads,
+            self.app.flush,
+            signer=self.app.signer,
+            max_payload=self.app.max_payload,
+        )
         log.info(
             "worker %s: queues %s, concurrency %d, backend %s",
             self.id,
