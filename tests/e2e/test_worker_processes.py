@@ -2,51 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 import pigeon
 from tests.e2e import e2e_app
-from tests.servers import (
-    BACKEND_URLS,
-    cleanup,
-    make_url,
-    require_server,
-    scheme_of,
-    shares_across_processes,
-)
-
-ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
+from tests.processes import Workers, eventually
 
 
-def eventually(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"after {timeout}s still waiting for {what} (last: {value!r})")
-        time.sleep(0.02)
-
-
-@pytest.fixture(params=[u for u in BACKEND_URLS if shares_across_processes(u)], ids=scheme_of)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Every backend that worker processes can share, each test on a store of its own."""
-    url = make_url(request.param, tmp_path)
-    require_server(url)
-    yield url
-    asyncio.run(cleanup(url))
+@pytest.fixture
+def url(shared_url: str) -> str:
+    return shared_url
 
 
 @pytest.fixture
@@ -56,33 +26,9 @@ def app(url: str) -> Iterator[pigeon.App]:
     app.close_sync()
 
 
-class Workers:
-    """Starts `pigeon worker` processes on one URL and makes sure none outlives the test."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PIGEON_URL": self.url, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pigeon", "worker", "tests.e2e.e2e_app:app", *args],
-            cwd=ROOT,
-            env=env,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
-
-
 @pytest.fixture
 def workers(url: str) -> Iterator[Workers]:
-    w = Workers(url)
+    w = Workers(url, "tests.e2e.e2e_app:app")
     yield w
     w.stop_all()
 

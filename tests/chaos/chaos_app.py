@@ -1,0 +1,41 @@
+"""The App the fault-injection tests run in real worker processes.
+
+Every execution of ``work`` appends a start line and an end line to the history file named
+by ``PIGEON_CHAOS_LOG`` (one ``os.write`` on an ``O_APPEND`` file each: lines from several
+processes never interleave), so the checker sees what really ran, independently of what the
+backend reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pigeon
+
+
+def record(kind: str, mid: str, attempt: int) -> None:
+    path = os.environ["PIGEON_CHAOS_LOG"]
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{kind} {mid} {attempt} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+async def work(ms: int) -> dict[str, int]:
+    """Sleeps ``ms`` milliseconds; returns who ran it, as which attempt."""
+    current = pigeon.current()
+    record("S", current.id, current.attempt)
+    await asyncio.sleep(ms / 1000)
+    record("E", current.id, current.attempt)
+    return {"attempt": current.attempt, "pid": os.getpid()}
+
+
+def register(app: pigeon.App) -> pigeon.App:
+    # Random kills may hit one message several times: this is not the poison test.
+    app.task(name="chaos.work", lease=1.0, retries=0, max_deliveries=20)(work)
+    return app
+
+
+app = register(pigeon.App())
