@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pigeon
+
+if os.environ.get("PIGEON_CHAOS_CLOCK_OFFSET"):
+    # Simulate a worker host whose clock is off: everything in this process that asks
+    # time.time() gets the skewed answer. Leases and delays must not notice.
+    _offset = float(os.environ["PIGEON_CHAOS_CLOCK_OFFSET"])
+    _real_time = time.time
+    time.time = lambda: _real_time() + _offset
 
 
 def record(kind: str, mid: str, attempt: int) -> None:
     path = os.environ["PIGEON_CHAOS_LOG"]
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, f"{kind} {mid} {attempt} {os.getpid()}\n".encode())
+        # The true wall clock, whatever time.time() says in this process.
+        stamp = time.clock_gettime(time.CLOCK_REALTIME)
+        os.write(fd, f"{kind} {mid} {attempt} {os.getpid()} {stamp:.6f}\n".encode())
     finally:
         os.close(fd)
 

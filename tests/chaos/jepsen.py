@@ -32,6 +32,7 @@ TABLES: list[str] = []
 class History:
     starts: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     ends: Counter[str] = field(default_factory=Counter)
+    started_at: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def read(cls, path: Path) -> History:
@@ -39,9 +40,10 @@ class History:
         if not path.exists():
             return history
         for line in path.read_text().splitlines():
-            kind, mid, attempt, _pid = line.split()
+            kind, mid, attempt, _pid, stamp = line.split()
             if kind == "S":
                 history.starts[mid].append(int(attempt))
+                history.started_at[mid].append(float(stamp))
             else:
                 history.ends[mid] += 1
         return history

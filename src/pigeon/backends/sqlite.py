@@ -15,7 +15,8 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
 - SQLite cannot push, so ``fetch(wait=...)`` and ``wait`` poll with :class:`base.Poller`:
   fast at first, slower while idle, and woken at once by this object's own writes. An idle
   fetch polls with a read and takes the write lock only when something is due.
-- The backend clock is ``time.time()`` on this host; every deadline is computed here.
+- The backend clock is SQLite's own reading of the host clock (``julianday('now')``, in
+  milliseconds), never the caller's; every deadline is computed here.
 """
 
 from __future__ import annotations
@@ -218,6 +219,8 @@ INSERT OR REPLACE INTO dead (id, queue, task, reason, died_at, expires_at, body)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 
+#: Seconds since the epoch by SQLite's clock (millisecond resolution).
+_NOW = "SELECT (julianday('now') - 2440587.5) * 86400.0"
 _RESULTS = """
 SELECT body FROM results WHERE id IN (SELECT value FROM json_each(?1)) AND expires_at > ?2
 """
@@ -313,6 +316,12 @@ class _Store:
     def open(self) -> None:
         self._connection()
 
+    def now(self) -> float:
+        """The backend clock: the database's own reading of the host clock, never the
+        caller's (a process whose notion of time is off cannot move deadlines)."""
+        row = self._connection().execute(_NOW).fetchone()
+        return float(row[0])
+
     def close(self) -> None:
         self._closed = True
         if self._db is not None:
@@ -391,7 +400,7 @@ class _Store:
     # queue -------------------------------------------------------------------------------
 
     def enqueue(self, messages: Sequence[Message]) -> list[str]:
-        now = time.time()
+        now = self.now()
         with self._write() as db:
             existing = {row[0] for row in db.execute(_EXISTING, (_json([m.id for m in messages]),))}
             keys = [m.key for m in messages if m.key is not None]
@@ -456,7 +465,7 @@ class _Store:
         self, queues: Sequence[str], limit: int, worker: str, lease: float | None
     ) -> tuple[list[Delivery], int]:
         """Lease up to ``limit`` messages; also returns how many messages it dead-lettered."""
-        now = time.time()
+        now = self.now()
         length = None if lease is None else float(lease)
         deliveries: list[Delivery] = []
         with self._write() as db:
@@ -477,7 +486,7 @@ class _Store:
     def anything_due(self, queues: Sequence[str]) -> bool:
         """Whether a fetch of ``queues`` would find work: cheap reads, no write lock."""
         db = self._connection()
-        now = time.time()
+        now = self.now()
         if db.execute(_LAPSED, (now,)).fetchone() is not None:
             return True
         for queue in queues:
@@ -505,20 +514,20 @@ class _Store:
         return len(done)
 
     def extend(self, leases: Sequence[Lease]) -> set[str]:
-        now = time.time()
+        now = self.now()
         with self._write() as db:
             rows = db.execute(_EXTEND, (now, _json([(x.id, x.attempt) for x in leases])))
             held = {(mid, attempt) for mid, attempt in rows.fetchall()}
         return {x.id for x in leases if (x.id, x.attempt) not in held}
 
     def release(self, leases: Sequence[Lease]) -> int:
-        now = time.time()
+        now = self.now()
         with self._write() as db:
             rows = db.execute(_RELEASE, (now, _json([(x.id, x.attempt) for x in leases])))
             return len(rows.fetchall())
 
     def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        now = time.time()
+        now = self.now()
         # Outcomes for one delivery after the first are refused, as if applied in order.
         first: dict[tuple[str, int], Outcome] = {}
         for o in outcomes:
@@ -598,14 +607,14 @@ class _Store:
 
     def results(self, ids: Collection[str]) -> dict[str, Result]:
         db = self._connection()
-        rows = db.execute(_RESULTS, (_json(list(ids)), time.time())).fetchall()
+        rows = db.execute(_RESULTS, (_json(list(ids)), self.now())).fetchall()
         found = (codec.decode_result_record(body) for (body,) in rows)
         return {result.id: result for result in found}
 
     # control -----------------------------------------------------------------------------
 
     def cancel(self, ids: Collection[str]) -> list[str]:
-        now = time.time()
+        now = self.now()
         wanted = _json(list(ids))
         with self._write() as db:
             done: list[_Done] = []
@@ -623,7 +632,7 @@ class _Store:
         return [DeadLetter(*row) for row in rows]
 
     def requeue(self, ids: Collection[str]) -> int:
-        now = time.time()
+        now = self.now()
         with self._write() as db:
             letters = db.execute(_TAKE_DEAD, (_json(list(ids)),)).fetchall()
             if not letters:
@@ -652,7 +661,7 @@ class _Store:
             return db.execute(_PURGE, (queue,)).rowcount
 
     def inspect(self, id: str) -> MessageInfo | None:
-        now = time.time()
+        now = self.now()
         with self._read() as db:
             row = db.execute(_INSPECT_MESSAGE, (id,)).fetchone()
             stored = db.execute(_INSPECT_RESULT, (id, now)).fetchone()
@@ -685,7 +694,7 @@ class _Store:
         return None
 
     def stats(self) -> Stats:
-        now = time.time()
+        now = self.now()
         queues: dict[str, QueueStats] = {}
         with self._read() as db:
             for queue, state, future, count in db.execute(_COUNT_MESSAGES, (now,)).fetchall():
@@ -708,7 +717,7 @@ class _Store:
         return Stats(queues, results, dead, workers)
 
     def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
-        now = time.time()
+        now = self.now()
         body = _json_encode(msgspec.structs.replace(info, last_seen=now))
         with self._write() as db:
             db.execute(_HEARTBEAT, (info.id, now + ttl, body))
@@ -718,7 +727,7 @@ class _Store:
             db.execute(_RETIRE, (worker,))
 
     def sweep(self) -> int:
-        now = time.time()
+        now = self.now()
         removed = 0
         for statement in _SWEEP.values():
             while True:
@@ -794,8 +803,8 @@ class SQLiteBackend:
             executor.shutdown(wait=True)
 
     async def time(self) -> float:
-        """The backend clock: ``time.time()`` on this host."""
-        return time.time()
+        """The backend clock: SQLite's reading of this host's clock."""
+        return await self._run(_Store.now)
 
     # queue -------------------------------------------------------------------------------
 
