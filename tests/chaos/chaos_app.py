@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 
 import pigeon
@@ -42,9 +43,26 @@ async def work(ms: int) -> dict[str, int]:
     return {"attempt": current.attempt, "pid": os.getpid()}
 
 
+def crash() -> None:
+    """Kills the worker process running it, every time: a poison message."""
+    current = pigeon.current()
+    record("S", current.id, current.attempt)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def keyed(n: int) -> dict[str, int]:
+    """A short task (sent with an idempotency key, or en masse): records each execution."""
+    current = pigeon.current()
+    record("S", current.id, current.attempt)
+    record("E", current.id, current.attempt)
+    return {"attempt": current.attempt, "n": n}
+
+
 def register(app: pigeon.App) -> pigeon.App:
     # Random kills may hit one message several times: this is not the poison test.
     app.task(name="chaos.work", lease=1.0, retries=0, max_deliveries=20)(work)
+    app.task(name="chaos.crash", lease=0.5, max_deliveries=3)(crash)
+    app.task(name="chaos.keyed", lease=1.0, max_deliveries=20)(keyed)
     return app
 
 
