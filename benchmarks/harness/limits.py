@@ -1,0 +1,67 @@
+"""Raw limits, measured in the same run for context: how fast the pieces under every task
+queue go when nothing but them runs.
+
+- asyncio: ``await asyncio.create_task(coro())`` in a loop (one task made, run and awaited
+  per iteration): the ceiling of any per-task asyncio bookkeeping;
+- Redis: redis-py LPUSH of a small payload, pipelined in batches of 1,000 (no transaction);
+- PostgreSQL: asyncpg inserting rows (a bigint and a short text) into a plain table of a
+  database of its own: ``executemany`` in one transaction, and ``copy_records_to_table``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+PIPELINE = 1000
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def asyncio_create_and_await(n: int) -> float:
+    """Tasks per second."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await asyncio.create_task(_nothing())
+    return n / (time.perf_counter() - t0)
+
+
+def redis_lpush_pipelined(redis_url: str, n: int) -> float:
+    """LPUSHes per second, in pipelines of PIPELINE commands."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    key = "pigeon-bench:limit"
+    try:
+        t0 = time.perf_counter()
+        for start in range(0, n, PIPELINE):
+            pipe = client.pipeline(transaction=False)
+            for i in range(start, min(start + PIPELINE, n)):
+                pipe.lpush(key, f"task-{i}")
+            pipe.execute()
+        return n / (time.perf_counter() - t0)
+    finally:
+        client.delete(key)
+        client.close()
+
+
+async def asyncpg_inserts(dsn: str, n: int) -> tuple[float, float]:
+    """Rows per second: (``executemany`` in one transaction, ``copy_records_to_table``)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("CREATE TABLE rows (id bigint, payload text)")
+        records = [(i, f"task-{i}") for i in range(n)]
+        t0 = time.perf_counter()
+        async with connection.transaction():
+            await connection.executemany("INSERT INTO rows VALUES ($1, $2)", records)
+        executemany = n / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        await connection.copy_records_to_table("rows", records=records)
+        copy = n / (time.perf_counter() - t0)
+        return executemany, copy
+    finally:
+        await connection.close()
