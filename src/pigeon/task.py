@@ -101,6 +101,7 @@ class Task(Generic[P, R]):
         self.defaults = options
         self.codec = TaskCodec(fn, name)
         self.is_async = _is_async(fn)
+        self._templates: dict[tuple[TaskOptions, float | None], Message] = {}
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -191,31 +192,37 @@ class Task(Generic[P, R]):
         **extra: Any,
     ) -> Message:
         now = time.time()
-        expires_at: float | None = None
-        if isinstance(opts.expires, datetime):
-            expires_at = _epoch(opts.expires)
-        elif opts.expires is not None:
-            expires_at = now + opts.expires
-        fields: dict[str, Any] = {
-            "queue": opts.queue,
-            "priority": opts.priority,
-            "delay": opts.delay,
-            "run_at": _epoch(opts.eta) if opts.eta is not None else None,
-            "max_attempts": opts.retries + 1,
-            "max_deliveries": opts.max_deliveries,
-            "timeout": opts.timeout,
-            "lease": opts.lease,
-            "key": opts.key,
-            "expires_at": expires_at,
-            "result_ttl": opts.result_ttl if result_ttl is None else result_ttl,
-            "created_at": now,
-        }
+        template = self._templates.get((opts, result_ttl))
+        if template is None:
+            if len(self._templates) >= 64:  # per-call options (keys, etas) must not pile up
+                self._templates.clear()
+            template = self._templates[(opts, result_ttl)] = self._template(opts, result_ttl)
+        fields: dict[str, Any] = {"id": new_id(), "created_at": now, **extra}
         if raw_args is not None and raw_args != b"[]":
             fields["args"] = raw_args
         if raw_kwargs is not None:
             fields["kwargs"] = raw_kwargs
-        fields.update(extra)
-        return Message(id=new_id(), task=self.name, **fields)
+        if opts.expires is not None and not isinstance(opts.expires, datetime):
+            fields["expires_at"] = now + opts.expires
+        return msgspec.structs.replace(template, **fields)
+
+    def _template(self, opts: TaskOptions, result_ttl: float | None) -> Message:
+        """What every message sent with these options shares (built once per options)."""
+        return Message(
+            id="",
+            task=self.name,
+            queue=opts.queue,
+            priority=opts.priority,
+            delay=opts.delay,
+            run_at=_epoch(opts.eta) if opts.eta is not None else None,
+            max_attempts=opts.retries + 1,
+            max_deliveries=opts.max_deliveries,
+            timeout=opts.timeout,
+            lease=opts.lease,
+            key=opts.key,
+            expires_at=_epoch(opts.expires) if isinstance(opts.expires, datetime) else None,
+            result_ttl=opts.result_ttl if result_ttl is None else result_ttl,
+        )
 
 
 class BoundTask(Generic[P, R]):
