@@ -307,6 +307,8 @@ class App:
 
     async def flush(self) -> None:
         """Wait until every send made so far on this App is stored (async code)."""
+        if not self._sending and (self._sender is None or self._sender.idle) and self._on_home():
+            return  # nothing in flight: the common case after a task that sent nothing
 
         async def drain() -> None:
             while True:
