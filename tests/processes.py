@@ -3,6 +3,7 @@ condition with a deadline (never a blind sleep)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -38,11 +39,17 @@ class Workers:
         self.env = env or {}
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start ``pigeon worker APP ARGS``; its stderr (the log) goes to ``log`` if given."""
         env = {**os.environ, **self.env, "PIGEON_URL": self.url, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pigeon", "worker", self.app, *args], cwd=ROOT, env=env
-        )
+        with contextlib.ExitStack() as stack:
+            stderr = stack.enter_context(log.open("ab")) if log is not None else None
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pigeon", "worker", self.app, *args],
+                cwd=ROOT,
+                env=env,
+                stderr=stderr,
+            )
         self.procs.append(proc)
         return proc
 

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from datetime import timedelta, tzinfo
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
 from pigeon.backends import DEFAULT_URL, Backend, from_url, redact
+from pigeon.backends.base import TransactionalBackend
 from pigeon.batching import Batcher
 from pigeon.errors import ConfigError, PigeonError, Timeout
 from pigeon.message import Message
 from pigeon.promise import MessagePromise, Promise, ResultWatcher
 from pigeon.signing import Signer
 from pigeon.task import Task, TaskOptions
+
+if TYPE_CHECKING:
+    from pigeon.scheduler import PeriodicDecorator, PeriodicOptions, Schedule
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -67,6 +73,7 @@ class App:
         else:
             self.signer = Signer([secret] if isinstance(secret, str) else secret)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, Schedule] = {}  # periodic tasks, by task name
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._portal: threading.Thread | None = None
@@ -76,6 +83,10 @@ class App:
         self._watcher: ResultWatcher | None = None
         self._background: set[asyncio.Future[Any]] = set()
         self._sending: set[asyncio.Future[Any]] = set()
+        # The App.transaction block the current context is in, if any.
+        self._transaction: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar(
+            f"pigeon.transaction.{id(self)}", default=None
+        )
 
     def __repr__(self) -> str:
         return f"<pigeon.App {redact(self.url)} tasks={len(self.tasks)}>"
@@ -111,6 +122,30 @@ class App:
         if fn is None:
             return _TaskDecorator(self, options)
         return self._register(fn, options)
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        tz: str | tzinfo | None = None,
+        catch_up: timedelta | float | None = None,
+        **options: Unpack[PeriodicOptions],
+    ) -> PeriodicDecorator:
+        """Register a task that the workers send on a schedule::
+
+            @app.periodic(cron="*/5 * * * *", tz="Europe/Paris")
+            @app.periodic(every=timedelta(minutes=1))
+
+        Each tick is sent exactly once by whichever worker leads (see ``pigeon.scheduler``);
+        ``catch_up`` (30 s by default) is how late a missed tick may still be sent. Other
+        options are the task's. The function is called with no arguments. Raises
+        ConfigError for a schedule that cannot work.
+        """
+        from pigeon.scheduler import PeriodicDecorator, Timing
+
+        timing = Timing(cron=cron, every=every, tz=tz, catch_up=catch_up)
+        return PeriodicDecorator(self, timing, options)
 
     def _register(self, fn: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:
         name = options.pop("name", None) or f"{fn.__module__}.{fn.__qualname__}"
@@ -275,6 +310,9 @@ class App:
         sync code the send blocks until the message is stored.
         """
         kept = message.result_ttl > 0
+        transaction = self._transaction.get()
+        if transaction is not None:
+            return transaction.add(message, task)
         if self._async_here():
             if self._sender is None:
                 self._sender = Batcher(self.enqueue)
@@ -283,6 +321,30 @@ class App:
             return MessagePromise(self, message.id, task, future, kept)
         ids = self.call_sync(self.enqueue([message]))
         return MessagePromise(self, ids[0], task, None, kept)
+
+    def transaction(self, connection: Any) -> _Transaction:
+        """Send through the application's own database transaction (transactional enqueue).
+
+        Inside ``async with app.transaction(conn):``, every ``task.send(...)`` and
+        ``task.fire(...)`` of this App is written through ``conn``, the application's own
+        connection (asyncpg, for ``postgresql://``), when the block exits, inside the
+        transaction ``conn`` is in: the messages become visible to workers only if that
+        transaction commits, and vanish if it rolls back::
+
+            async with conn.transaction():
+                await conn.execute("INSERT INTO orders ...")
+                async with app.transaction(conn):
+                    receipt = send_receipt.send(order_id)
+
+        A promise from inside the block has its id at once; ``await promise.sent()``
+        returns once the block has exited. Its outcome arrives only after the commit, so
+        await it after the transaction. If the block raises, nothing is written and those
+        promises reject. Follow-ups (``promise.then(task)``) are not part of the
+        transaction: attach them after it commits. Run the block on the event loop the
+        connection belongs to. Raises ConfigError when the App's backend cannot write
+        through an application connection (only ``postgresql://`` can).
+        """
+        return _Transaction(self, connection)
 
     def send_later(
         self, make: Coroutine[Any, Any, list[Message]], task: Task[Any, Any]
@@ -366,6 +428,63 @@ class App:
     def promise(self, id: str, task: Task[Any, T] | None = None) -> Promise[T]:
         """The promise of a message sent earlier (by id), e.g. from another process."""
         return MessagePromise(self, id, task)
+
+
+class _Transaction:
+    """``App.transaction``: collects the block's sends, writes them through the connection."""
+
+    def __init__(self, app: App, connection: Any) -> None:
+        self.app = app
+        self.connection = connection
+        self.messages: list[Message] = []
+        self.futures: list[asyncio.Future[str]] = []
+        self._backend: TransactionalBackend | None = None
+        self._token: contextvars.Token[_Transaction | None] | None = None
+
+    async def __aenter__(self) -> _Transaction:
+        backend = await self.app.call(self.app.open())  # the schema exists, up to date
+        if not isinstance(backend, TransactionalBackend):
+            raise ConfigError(
+                f"transactional enqueue needs a backend that writes through the application's"
+                f" own database connection (postgresql://); this App uses {redact(self.app.url)}"
+            )
+        self._backend = backend
+        self._token = self.app._transaction.set(self)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        assert self._token is not None
+        assert self._backend is not None
+        self.app._transaction.reset(self._token)
+        if exc_type is not None:
+            self._fail(PigeonError("not sent: the App.transaction block raised"))
+            return
+        if not self.messages:
+            return
+        messages = self.messages
+        if self.app.signer is not None:
+            messages = [self.app.signer.sign(m) for m in messages]
+        try:
+            ids = await self._backend.enqueue_in(self.connection, messages)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        for future, mid in zip(self.futures, ids, strict=True):
+            future.set_result(mid)
+
+    def add(self, message: Message, task: Task[Any, Any] | None) -> MessagePromise[Any]:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.messages.append(message)
+        self.futures.append(future)
+        return MessagePromise(self.app, message.id, task, future, message.result_ttl > 0)
+
+    def _fail(self, exc: BaseException) -> None:
+        for future in self.futures:
+            if isinstance(exc, Exception):
+                future.set_exception(exc)
+                future.exception()  # retrieved: only the promises' awaiters need to see it
+            else:
+                future.cancel()
 
 
 class _TaskDecorator:

@@ -33,6 +33,7 @@ from rich.table import Table
 from pigeon import codec
 from pigeon.app import App
 from pigeon.backends import DEFAULT_URL, Backend, redact
+from pigeon.backends.base import MigratingBackend
 from pigeon.errors import Cancelled, ConfigError, PigeonError, TaskError
 from pigeon.message import MessageInfo, Stats
 from pigeon.promise import MessagePromise
@@ -291,6 +292,11 @@ LOG_LEVELS = ["debug", "info", "warning", "error"]
     help="Recycle a worker process after N tasks (with -p: a fresh one replaces it).",
 )
 @click.option(
+    "--no-scheduler",
+    is_flag=True,
+    help="Do not send the app's periodic tasks from this worker (other workers do).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="info",
@@ -305,11 +311,15 @@ def worker(
     processes: int,
     grace: float,
     max_tasks: int | None,
+    no_scheduler: bool,
     log_level: str,
 ) -> None:
     """Run a worker for APP (module:attribute).
 
-    It runs the tasks of APP from its queues until SIGTERM or Ctrl-C.
+    It runs the tasks of APP from its queues until SIGTERM or Ctrl-C. A queue listed first
+    has precedence, but one fetch in ten puts the others first, so none is starved. Unless
+    --no-scheduler, it also takes part in sending APP's periodic tasks (one worker at a time
+    sends each tick).
     SIGTERM (or Ctrl-C) stops fetching, lets running tasks finish within --grace seconds and
     releases the rest for another worker; a second Ctrl-C exits at once.
     """
@@ -341,6 +351,8 @@ def worker(
             argv += ["-q", ",".join(queue_list)]
         if max_tasks is not None:
             argv += ["--max-tasks", str(max_tasks)]
+        if no_scheduler:
+            argv.append("--no-scheduler")
         ctx.exit(supervise(argv, processes, grace))
     code = run_worker(
         app,
@@ -349,6 +361,7 @@ def worker(
         grace=grace,
         max_tasks=max_tasks,
         signals=signals,
+        scheduler=not no_scheduler,
     )
     ctx.exit(code)
 
@@ -805,30 +818,79 @@ def purge(state: _State, queue: str, yes: bool, app_spec: str | None, url: str |
 @_backend_options
 @click.pass_obj
 def cancel(state: _State, ids: tuple[str, ...], app_spec: str | None, url: str | None) -> None:
-    """Cancel messages that have not started yet.
+    """Cancel messages: those not started at once, running ones through their worker.
 
-    Their promises reject with pigeon.Cancelled. A running or settled message is left alone
+    A waiting, scheduled or pending message is cancelled at once. A running one is marked:
+    its worker learns of it within a second, cancels an async task (CancelledError), sets
+    pigeon.current().cancelled for a sync one, and settles it cancelled when it returns.
+    Their promises reject with pigeon.Cancelled. A settled or unknown message is left alone
     (exit code 1 names it).
     """
 
-    async def run(b: Backend) -> tuple[list[str], dict[str, str]]:
+    async def run(b: Backend) -> tuple[list[str], list[str], dict[str, str]]:
         done = await b.cancel(list(ids))
+        running: list[str] = []
         why: dict[str, str] = {}
-        for mid in ids:
+        for mid in dict.fromkeys(ids):
             if mid not in done:
                 info = await b.inspect(mid)
-                why[mid] = "unknown id" if info is None else f"it is {info.state}"
-        return done, why
+                if info is not None and info.state == "leased":
+                    running.append(mid)
+                else:
+                    why[mid] = "unknown id" if info is None else f"it is {info.state}"
+        return done, running, why
 
     app = _app_for(state, app_spec, url)
-    done, why = _call(app, run)
+    done, running, why = _call(app, run)
     out = stdout_console()
     for mid in done:
         out.print(f"cancelled {mid}")
+    for mid in running:
+        out.print(f"cancelling {mid}: it is running; its worker stops it within a second")
     for mid, reason in why.items():
         stderr_console().print(f"[yellow]not cancelled[/] {mid}: {escape(reason)}", soft_wrap=True)
     if why:
         raise CommandFailed(f"{len(why)} of {len(set(ids))} messages were not cancelled")
+
+
+# migrate -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("app_arg", metavar="[APP]", required=False)
+@_backend_options
+@click.pass_obj
+def migrate(state: _State, app_arg: str | None, app_spec: str | None, url: str | None) -> None:
+    """Create or upgrade the backend's schema (PostgreSQL), then exit.
+
+    Applies the migrations the database lacks, in order, in one transaction; many processes
+    may run it at once. Needed when the URL says migrate=false; otherwise the schema is
+    brought up to date on first use. SQLite and memory:// need no migration.
+    """
+    if app_arg and app_spec:
+        raise ConfigError("give APP once: as an argument or as --app")
+    app = _app_for(state, app_arg or app_spec, url)
+    backend = app.backend
+    if not isinstance(backend, MigratingBackend):
+        stdout_console().print(f"{escape(redact(app.url))} has no schema to migrate")
+        return
+
+    async def run() -> tuple[list[str], int]:
+        try:
+            async with asyncio.timeout(BACKEND_TIMEOUT):
+                return await backend.migrate(), await backend.schema_version()
+        except TimeoutError as exc:
+            if isinstance(exc, PigeonError):
+                raise
+            raise PigeonError(
+                f"the backend {redact(app.url)} did not answer within {BACKEND_TIMEOUT:.0f} s"
+            ) from None
+
+    applied, version = asyncio.run(run())
+    out = stdout_console()
+    for name in applied:
+        out.print(f"applied {escape(name)}")
+    out.print(f"schema at version {version}" + ("" if applied else ", up to date"))
 
 
 def _confirm(yes: bool, what: str) -> None:

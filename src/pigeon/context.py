@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from pigeon.errors import PigeonError
 
+#: The header in which a periodic tick carries its scheduled time (epoch seconds).
+TICK_HEADER = "pigeon-tick"
+
 
 @dataclass
 class Current:
-    """The message a task is running for: its id, attempt, and whether it was cancelled."""
+    """The message a task is running for: its id, attempt, and whether it was cancelled.
+
+    ``cancelled`` becomes True while the task runs when someone cancels the message
+    (``promise.cancel()``, ``pigeon cancel ID``): a sync task should check it and return
+    early; an async task gets ``asyncio.CancelledError`` instead. Either way the message's
+    outcome is ``cancelled``.
+    """
 
     id: str
     task: str
@@ -19,6 +29,39 @@ class Current:
     failures: int
     headers: dict[str, str] = field(default_factory=dict)
     cancelled: bool = False
+
+    @property
+    def tick(self) -> float | None:
+        """For a periodic task, the scheduled time of this tick (epoch seconds); else None."""
+        value = self.headers.get(TICK_HEADER)
+        return float(value) if value is not None else None
+
+
+class Cancellation:
+    """One running message's cancellation, shared by the worker that learns of it and the
+    executor that runs the task.
+
+    ``request()`` (on the event loop) marks it requested, sets ``current.cancelled`` for the
+    task to see (a thread may read it: a bool attribute is set atomically), and cancels the
+    asyncio task running an async function. A request that comes before the run starts is
+    seen by the executor, which then does not run the task at all.
+    """
+
+    __slots__ = ("current", "requested", "task")
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.current: Current | None = None
+        self.task: asyncio.Task[object] | None = None  # set while an async function runs
+
+    def request(self) -> None:
+        if self.requested:
+            return
+        self.requested = True
+        if self.current is not None:
+            self.current.cancelled = True
+        if self.task is not None:
+            self.task.cancel()
 
 
 _current: ContextVar[Current | None] = ContextVar("pigeon_current", default=None)

@@ -35,7 +35,7 @@ class Timeout(PigeonError, TimeoutError):
 
 
 class Cancelled(PigeonError):
-    """The message was cancelled before it ran; its promise rejects with this."""
+    """The message was cancelled (before it ran, or while it ran); its promise rejects with this."""
 
 
 class ResultNotKept(PigeonError):

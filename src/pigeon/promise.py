@@ -167,7 +167,13 @@ class Promise(Generic[R]):
         )
 
     def cancel(self) -> Promise[bool]:
-        """Cancel the message if it has not started; fulfils with whether it was cancelled."""
+        """Cancel the message: at once if it has not started, through its worker if it runs.
+
+        Fulfils with True when the message was cancelled, or was running and its worker was
+        asked to stop it (an async task gets CancelledError, a sync one sees
+        ``pigeon.current().cancelled``); False when it had already settled. Awaiting the
+        message then raises ``pigeon.Cancelled`` (unless it finished first).
+        """
         raise PigeonError(f"a {type(self).__name__} has no message to cancel")
 
     # combinators -----------------------------------------------------------------------
@@ -331,7 +337,14 @@ class MessagePromise(Promise[R]):
     def cancel(self) -> Promise[bool]:
         async def cancel() -> bool:
             mid = await self._confirm()
-            return bool(await self.app.backend_call(lambda b: b.cancel([mid])))
+
+            async def op(b: Backend) -> bool:
+                if await b.cancel([mid]):
+                    return True
+                info = await b.inspect(mid)  # a running message was marked for its worker
+                return info is not None and info.state == "leased"
+
+            return await self.app.backend_call(op)
 
         return LocalPromise(self.app, self.app.start(cancel()))
 
@@ -445,7 +458,8 @@ def _join_spec(ids: list[str], mode: JoinMode) -> Any:
 def outcome_error(result: Result) -> Exception:
     """The exception a rejected promise raises for a stored outcome."""
     if result.state == "cancelled":
-        return Cancelled(f"message {result.id} was cancelled before it ran")
+        how = result.error.message if result.error is not None else "cancelled before it ran"
+        return Cancelled(f"message {result.id} was {how}")
     error = result.error or Failure("UnknownError", "the task failed without an error record")
     return TaskError(
         error.type, error.message, error.traceback, error.id or result.id, result.state

@@ -40,6 +40,29 @@ def slow_sync(marker: str, seconds: float) -> str:
     return "done"
 
 
+async def until_cancelled(marker: str) -> str:
+    """Records its start, then waits; records when the cancellation reaches it."""
+    _record(marker, f"started {time.time()}")
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        _record(marker, f"cancelled {time.time()}")
+        raise
+    return "not cancelled"
+
+
+def until_cancelled_sync(marker: str) -> str:
+    """Records its start, then polls ``pigeon.current().cancelled`` and records when it sees it."""
+    _record(marker, f"started {time.time()}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if pigeon.current().cancelled:
+            _record(marker, f"cancelled {time.time()}")
+            return "stopped"
+        time.sleep(0.01)
+    return "not cancelled"
+
+
 def crash(marker: str) -> None:
     """Kills the worker process running it, every time."""
     _record(marker, str(os.getpid()))
@@ -51,6 +74,8 @@ TASKS = [
     (slow, {"name": "e2e.slow", "lease": 1.0}),
     (slow_sync, {"name": "e2e.slow_sync", "lease": 1.0}),
     (crash, {"name": "e2e.crash", "lease": 0.5, "max_deliveries": 3}),
+    (until_cancelled, {"name": "e2e.until_cancelled"}),
+    (until_cancelled_sync, {"name": "e2e.until_cancelled_sync"}),
 ]
 
 app = register(pigeon.App())

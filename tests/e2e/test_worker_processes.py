@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import pigeon
+from pigeon.cli import cli
 from tests.e2e import e2e_app
 from tests.processes import Workers, eventually
 
@@ -100,3 +103,46 @@ def test_a_message_that_kills_its_worker_three_times_is_dead_lettered_as_poison(
     if all(w.poll() is not None for w in workers.procs):
         workers.start("-c", "2")
     assert [p.result(timeout=20) for p in ordinary] == [2 * i for i in range(20)]
+
+
+@pytest.mark.parametrize("task", ["e2e.until_cancelled", "e2e.until_cancelled_sync"])
+def test_cancelling_a_running_task_reaches_it_within_a_second_and_rejects_its_promise(
+    app: pigeon.App, workers: Workers, tmp_path: Path, task: str
+) -> None:
+    if not hasattr(app.backend, "cancelling"):
+        pytest.skip("cancelling() not implemented on this backend yet")
+    marker = tmp_path / "marker"
+    workers.start("-c", "4")
+    promise = app.tasks[task].send(str(marker))
+    eventually(lambda: starts(marker), "the task to start")
+
+    asked = time.time()
+    assert promise.cancel().result(timeout=5) is True
+
+    with pytest.raises(pigeon.Cancelled):
+        promise.result(timeout=5)
+    seen = eventually(lambda: starts(marker)[1:], "the task to see its cancellation")
+    assert seen[0].startswith("cancelled ")
+    assert float(seen[0].split()[1]) - asked < 1.0
+    assert promise.status == "cancelled"
+
+
+def test_pigeon_cancel_id_stops_a_running_message(
+    app: pigeon.App, workers: Workers, url: str, tmp_path: Path
+) -> None:
+    if not hasattr(app.backend, "cancelling"):
+        pytest.skip("cancelling() not implemented on this backend yet")
+    marker = tmp_path / "marker"
+    workers.start("-c", "4")
+    promise = app.tasks["e2e.until_cancelled_sync"].send(str(marker))
+    eventually(lambda: starts(marker), "the task to start")
+
+    result = CliRunner().invoke(cli, ["cancel", promise.id, "--url", url])
+
+    assert result.exit_code == 0, result.output
+    assert f"cancelling {promise.id}: it is running" in result.stdout
+    with pytest.raises(pigeon.Cancelled):
+        promise.result(timeout=5)
+    info = app.backend_call_sync(lambda b: b.inspect(promise.id))
+    assert info is not None
+    assert info.state == "cancelled"

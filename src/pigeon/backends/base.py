@@ -72,7 +72,11 @@ Results, wait
 Control
     ``cancel(ids)`` settles each waiting, scheduled or pending message as ``cancelled`` (its
     followers are released and its joins advanced, as for any final outcome) and returns the
-    ids it cancelled (a leased or settled message is left alone).
+    ids it settled so, in the order given. A leased message is not settled and not in the
+    returned list: it is marked *cancel-requested* (its lease, attempt and outcome are left
+    alone) and its worker learns of it through ``cancelling``. The mark stays with the
+    message until it settles: after a lapsed lease, a ``release`` or a ``retry``, the next
+    holder is told too. A settled or unknown id is left alone.
     ``dead_letters(queue, limit)`` lists dead letters, oldest first. ``requeue(ids)`` moves
     dead letters back to pending with fresh attempt, failure and lost-lease counts and
     forgets their stored outcome.
@@ -81,6 +85,25 @@ Control
     state. ``inspect(id)`` tells all that is known of one id. ``heartbeat`` records a live
     worker for ``ttl`` seconds; ``retire`` removes its record. ``sweep()`` deletes expired
     results, keys, dead letters and worker records and returns how many rows it removed.
+
+Cancelling running work
+    ``cancelling(leases)`` returns the ids among ``leases`` that are still held as that
+    attempt (as for ``extend``) and whose cancellation was requested; a lease no longer held
+    is simply not named. It changes nothing. Workers call it with every lease they hold at
+    least once a second, so it must cost one round trip (a read where the broker can) for
+    any number of leases. The holder then settles the message with a final
+    ``Outcome(state="cancelled")``, applied as any final outcome (followers released, joins
+    advanced).
+
+Coordination
+    ``lock(name, owner, ttl)`` takes the named lock for ``owner`` when it is free, has
+    expired, or is already held by ``owner`` (a renewal), setting its expiry to now + ``ttl``
+    seconds on the backend's clock; it returns True iff ``owner`` holds the lock after the
+    call. While one owner holds an unexpired lock every other owner's call returns False
+    and changes nothing; two concurrent calls never both return True. ``ttl`` must be > 0.
+    ``unlock(name, owner)`` frees the lock at once if ``owner`` holds it (expired or not);
+    otherwise it does nothing. Locks need no other cleanup (an expired lock is free), and
+    ``sweep`` may delete expired ones.
 """
 
 from __future__ import annotations
@@ -88,7 +111,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Collection, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from pigeon.message import (
@@ -146,6 +169,28 @@ class Backend(Protocol):
     async def heartbeat(self, info: WorkerInfo, ttl: float) -> None: ...
     async def retire(self, worker: str) -> None: ...
     async def sweep(self) -> int: ...
+
+    async def cancelling(self, leases: Sequence[Lease]) -> set[str]: ...
+    async def lock(self, name: str, owner: str, ttl: float) -> bool: ...
+    async def unlock(self, name: str, owner: str) -> None: ...
+
+
+@runtime_checkable
+class TransactionalBackend(Protocol):
+    """A backend that can also write messages through the application's own database
+    connection, inside the application's transaction (``App.transaction``): they become
+    visible only if that transaction commits. A capability, not part of ``Backend``."""
+
+    async def enqueue_in(self, connection: Any, messages: Sequence[Message]) -> list[str]: ...
+
+
+@runtime_checkable
+class MigratingBackend(Protocol):
+    """A backend whose storage has a versioned schema to create and upgrade
+    (``pigeon migrate``). A capability, not part of ``Backend``."""
+
+    async def migrate(self) -> list[str]: ...
+    async def schema_version(self) -> int: ...
 
 
 def redact(url: str) -> str:

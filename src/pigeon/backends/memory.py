@@ -47,6 +47,7 @@ class _Record:
     lease_until: float = 0.0
     worker: str | None = None
     version: int = 0  # bumped on every state change; stale heap entries are skipped
+    cancel_requested: bool = False  # cancel() was asked while it was leased
 
 
 @dataclass
@@ -75,6 +76,7 @@ class MemoryBackend:
         self._joins: dict[str, _Join] = {}
         self._memberships: dict[str, list[str]] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
         self._seq = 0
         self._changed: asyncio.Event | None = None
         self._changed_loop: asyncio.AbstractEventLoop | None = None
@@ -365,7 +367,10 @@ class MemoryBackend:
         done: list[str] = []
         for mid in ids:
             rec = self._msgs.get(mid)
-            if rec is None or rec.state == "leased":
+            if rec is None:
+                continue
+            if rec.state == "leased":
+                rec.cancel_requested = True  # its worker learns of it through cancelling()
                 continue
             if rec.state == "waiting" and rec.message.after is not None:
                 waiting = self._followers.get(rec.message.after, [])
@@ -376,6 +381,14 @@ class MemoryBackend:
             done.append(mid)
         self._notify()
         return done
+
+    async def cancelling(self, leases: Sequence[Lease]) -> set[str]:
+        found: set[str] = set()
+        for lease in leases:
+            rec = self._held(lease)
+            if rec is not None and rec.cancel_requested:
+                found.add(lease.id)
+        return found
 
     async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         letters = [d for d, _ in self._dead.values() if queue is None or d.queue == queue]
@@ -486,7 +499,7 @@ class MemoryBackend:
     async def sweep(self) -> int:
         now = time.time()
         count = 0
-        for store in (self._results, self._dead, self._keys, self._workers):
+        for store in (self._results, self._dead, self._keys, self._workers, self._locks):
             expired = [k for k, v in store.items() if v[1] <= now]
             for k in expired:
                 del store[k]
@@ -500,3 +513,20 @@ class MemoryBackend:
                     if not refs:
                         del self._memberships[member]
         return count
+
+    # coordination ----------------------------------------------------------------------
+
+    async def lock(self, name: str, owner: str, ttl: float) -> bool:
+        if ttl <= 0:
+            raise ValueError(f"a lock's ttl must be > 0 seconds, not {ttl}")
+        now = time.time()
+        held = self._locks.get(name)
+        if held is not None and held[0] != owner and held[1] > now:
+            return False
+        self._locks[name] = (owner, now + ttl)
+        return True
+
+    async def unlock(self, name: str, owner: str) -> None:
+        held = self._locks.get(name)
+        if held is not None and held[0] == owner:
+            del self._locks[name]

@@ -63,7 +63,7 @@ FinalState = Literal["succeeded", "failed", "cancelled", "dead"]
 KEEP_FOR_DEPENDENTS = 86400.0
 #: SQLite 3.35 added RETURNING, which every batched step here relies on.
 MIN_SQLITE = (3, 35, 0)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: sweep() deletes at most this many rows per transaction, so it never holds the lock long.
 SWEEP_CHUNK = 5000
 
@@ -233,6 +233,12 @@ _FLAG_CANCEL = """
 UPDATE messages SET cancel_requested = 1
 WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'leased'
 """
+_CANCELLING = """
+SELECT messages.id, messages.attempt FROM json_each(?1) AS j JOIN messages
+ON messages.id = json_extract(j.value, '$[0]')
+WHERE messages.attempt = json_extract(j.value, '$[1]') AND messages.state = 'leased'
+  AND messages.cancel_requested = 1
+"""
 _DEAD_LETTERS = """
 SELECT id, queue, task, reason, died_at, body FROM dead
 WHERE ?1 IS NULL OR queue = ?1 ORDER BY died_at, id LIMIT ?2
@@ -264,8 +270,17 @@ _SWEEP = {
     DELETE FROM {table} WHERE rowid IN (
         SELECT rowid FROM {table} WHERE expires_at <= ?1 LIMIT {SWEEP_CHUNK})
     """
-    for table in ("results", "keys", "dead", "workers")
+    for table in ("results", "keys", "dead", "workers", "locks")
 }
+# Take or renew: the row changes (and comes back) only if the lock is free, lapsed or ours.
+_LOCK = """
+INSERT INTO locks (name, owner, expires_at) VALUES (?1, ?2, ?3 + ?4)
+ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+WHERE locks.owner = excluded.owner OR locks.expires_at <= ?3
+RETURNING owner
+"""
+_LOCK_HELD_BY_OTHER = "SELECT 1 FROM locks WHERE name = ?1 AND owner != ?2 AND expires_at > ?3"
+_UNLOCK = "DELETE FROM locks WHERE name = ?1 AND owner = ?2"
 _SWEEP_JOINS = "DELETE FROM joins WHERE id NOT IN (SELECT id FROM messages)"
 _SWEEP_MEMBERS = "DELETE FROM join_members WHERE join_id NOT IN (SELECT id FROM joins)"
 
@@ -627,6 +642,25 @@ class _Store:
         cancelled = {d[0] for d in done}
         return list(dict.fromkeys(mid for mid in ids if mid in cancelled))
 
+    def cancelling(self, leases: Sequence[Lease]) -> set[str]:
+        params = (_json([(x.id, x.attempt) for x in leases]),)
+        return {mid for mid, _ in self._connection().execute(_CANCELLING, params).fetchall()}
+
+    def lock(self, name: str, owner: str, ttl: float) -> bool:
+        db = self._connection()
+        now = self.now()
+        # Most calls come from workers that do not lead: a read says no without taking the
+        # write lock that every other writer on the file would wait for.
+        if db.execute(_LOCK_HELD_BY_OTHER, (name, owner, now)).fetchone() is not None:
+            return False
+        with self._write() as db:
+            # now again: the write lock may have been waited for
+            return db.execute(_LOCK, (name, owner, self.now(), ttl)).fetchone() is not None
+
+    def unlock(self, name: str, owner: str) -> None:
+        with self._write() as db:
+            db.execute(_UNLOCK, (name, owner))
+
     def dead_letters(self, queue: str | None, limit: int) -> list[DeadLetter]:
         rows = self._connection().execute(_DEAD_LETTERS, (queue, limit)).fetchall()
         return [DeadLetter(*row) for row in rows]
@@ -929,8 +963,9 @@ class SQLiteBackend:
     async def cancel(self, ids: Collection[str]) -> list[str]:
         """Settle each waiting, scheduled or pending message as ``cancelled``.
 
-        Returns the ids cancelled, in the order given. A leased message keeps running (its
-        ``cancel_requested`` flag is set); a settled or unknown one is left alone.
+        Returns the ids cancelled, in the order given. A leased message keeps running with its
+        ``cancel_requested`` flag set, which ``cancelling`` reports to the worker holding it
+        (until the message settles); a settled or unknown one is left alone.
         """
         if not ids:
             return []
@@ -938,6 +973,15 @@ class SQLiteBackend:
         if cancelled:
             self._poller.kick()
         return cancelled
+
+    async def cancelling(self, leases: Sequence[Lease]) -> set[str]:
+        """The ids among ``leases``, still held as that attempt, whose cancel was requested.
+
+        One read, no write lock, however many leases.
+        """
+        if not leases:
+            return set()
+        return await self._run(_Store.cancelling, list(leases))
 
     async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """Up to ``limit`` dead letters (of ``queue``, or of every queue), oldest first."""
@@ -985,9 +1029,24 @@ class SQLiteBackend:
         """Delete expired results, keys, dead letters and worker records; return how many.
 
         Deletes in transactions of at most ``SWEEP_CHUNK`` rows so that workers are never
-        held up for long. Also drops the counters of joins whose message is gone.
+        held up for long. Also drops the counters of joins whose message is gone, and
+        expired locks.
         """
         return await self._run(_Store.sweep)
+
+    # coordination ------------------------------------------------------------------------
+
+    async def lock(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew the lock ``name`` for ``owner`` for ``ttl`` seconds; True iff
+        ``owner`` holds it now. Refused (False, nothing written) while another owner's lock
+        has not expired."""
+        if ttl <= 0:
+            raise ValueError(f"a lock's ttl must be > 0 seconds, not {ttl}")
+        return await self._run(_Store.lock, name, owner, float(ttl))
+
+    async def unlock(self, name: str, owner: str) -> None:
+        """Free the lock ``name`` at once if ``owner`` holds it."""
+        await self._run(_Store.unlock, name, owner)
 
 
 def _release_orphans(

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from pigeon import codec
-from pigeon.context import Current, _current
+from pigeon.context import Cancellation, Current, _current
 from pigeon.errors import EncodeError
 from pigeon.message import Delivery, Failure, Message, Outcome, Result
 from pigeon.promise import JOIN_TASK
@@ -54,8 +54,13 @@ class Executor:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def process(self, d: Delivery) -> Outcome:
-        """The outcome of one delivery. Never raises except CancelledError."""
+    async def process(self, d: Delivery, cancellation: Cancellation | None = None) -> Outcome:
+        """The outcome of one delivery. Never raises except CancelledError.
+
+        ``cancellation``, when given, is how the worker tells a running task that its
+        message was cancelled: once it is requested, the task is not started, or an async
+        one gets CancelledError, and the outcome is ``cancelled`` however the task ends.
+        """
         try:
             m = codec.decode_message(d.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -120,10 +125,16 @@ class Executor:
         except EncodeError as exc:
             return _dead(d, "InvalidArguments", str(exc), ttl=m.result_ttl)
         current = Current(m.id, m.task, m.queue, d.attempt, d.failures, m.headers)
+        if cancellation is not None:
+            if cancellation.requested:
+                return _cancelled(d, m, "cancelled before it ran")
+            cancellation.current = current
         try:
-            value = await self._run(task, args, kwargs, m.timeout, current)
+            value = await self._run(task, args, kwargs, m.timeout, current, cancellation)
             if self._flush is not None:
                 await self._flush()  # sends made by the task are durable before it is done
+            if cancellation is not None and cancellation.requested:
+                return _cancelled(d, m)
             if passthrough is not None:
                 return passthrough
             return Outcome(
@@ -134,8 +145,12 @@ class Executor:
                 result_ttl=m.result_ttl,
             )
         except asyncio.CancelledError:
+            if cancellation is not None and cancellation.requested:
+                return _cancelled(d, m)
             raise
         except Exception as exc:
+            if cancellation is not None and cancellation.requested:
+                return _cancelled(d, m)
             return self._failed(d, m, task, exc)
 
     async def _run(
@@ -145,12 +160,15 @@ class Executor:
         kwargs: dict[str, Any],
         timeout: float | None,
         current: Current,
+        cancellation: Cancellation | None = None,
     ) -> Any:
         token = _current.set(current)
         try:
             async with asyncio.timeout(timeout):
                 if task.is_async:
-                    return await task.fn(*args, **kwargs)
+                    if cancellation is None:
+                        return await task.fn(*args, **kwargs)
+                    return await _cancellable(task.fn(*args, **kwargs), cancellation)
                 ctx = contextvars.copy_context()
                 call = functools.partial(ctx.run, task.fn, *args, **kwargs)
                 self.threads_busy += 1
@@ -274,6 +292,30 @@ def _carry(d: Delivery, m: Message, parent: Result) -> Outcome:
     if parent.state == "succeeded":
         return Outcome(m.id, d.attempt, "succeeded", parent.value, result_ttl=m.result_ttl)
     return Outcome(m.id, d.attempt, "failed", error=_error_of(parent), result_ttl=m.result_ttl)
+
+
+async def _cancellable(coro: Awaitable[Any], cancellation: Cancellation) -> Any:
+    """Await an async task's coroutine where ``cancellation.request()`` can cancel it.
+
+    The request cancels the asyncio task running this (the worker's run of the message), so
+    the CancelledError surfaces inside the task's own code; once it has been handled here
+    the cancel is withdrawn (``uncancel``), so that the worker can still settle the outcome.
+    """
+    running = asyncio.current_task()
+    assert running is not None
+    cancellation.task = running
+    try:
+        return await coro
+    finally:
+        cancellation.task = None
+        if cancellation.requested and running.cancelling():
+            running.uncancel()
+
+
+def _cancelled(d: Delivery, m: Message, why: str = "cancelled while it ran") -> Outcome:
+    log.info("%s %s %s (attempt %d)", m.task, m.id, why, d.attempt)
+    error = Failure("Cancelled", why, id=m.id)
+    return Outcome(m.id, d.attempt, "cancelled", error=error, result_ttl=m.result_ttl)
 
 
 def _dead(d: Delivery, kind: str, reason: str, ttl: float = 86400.0) -> Outcome:

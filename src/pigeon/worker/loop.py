@@ -1,10 +1,13 @@
 """The worker loop: fetch -> run -> settle, with leases kept alive and a clean shutdown.
 
-One ``Worker`` runs on one asyncio event loop in one process. Four coroutines, all owned
+One ``Worker`` runs on one asyncio event loop in one process. Five coroutines, all owned
 by one TaskGroup, do the work: the fetcher (leases only as many messages as there are free
-slots), the runs themselves (one asyncio task per message), the lease keeper (extends the
-leases of running messages in one batched call) and the heartbeat (the worker's record in
-the backend). Outcomes go to the backend in batches through one ``Batcher``.
+slots, from the queues in the order ``queues.fetch_order`` gives), the runs themselves (one
+asyncio task per message), the lease keeper (extends the leases of running messages and
+asks which of them were cancelled, one batched call each), the heartbeat (the worker's
+record in the backend) and, when the App has periodic tasks, the scheduler (which sends
+their ticks while this worker holds the leader lock). Outcomes go to the backend in batches
+through one ``Batcher``.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pigeon.batching import Batcher
+from pigeon.context import Cancellation
 from pigeon.message import Delivery, Failure, Lease, Outcome, WorkerInfo, new_id
+from pigeon.scheduler import Scheduler
 from pigeon.worker.executor import Executor
+from pigeon.worker.queues import fetch_order
 
 if TYPE_CHECKING:
     from pigeon.app import App
@@ -30,14 +36,21 @@ log = logging.getLogger("pigeon.worker")
 EXIT_OK = 0
 EXIT_UNHEALTHY = 3
 
+#: Seconds between two ``cancelling`` calls while tasks run: a cancel reaches its task
+#: within this (plus a round trip).
+CANCEL_POLL = 0.5
+
 
 class _Running:
-    __slots__ = ("extended_at", "lease", "length", "task")
+    __slots__ = ("cancellation", "extended_at", "lease", "length", "task")
 
-    def __init__(self, lease: Lease, length: float, task: asyncio.Task[None]) -> None:
+    def __init__(
+        self, lease: Lease, length: float, task: asyncio.Task[None], cancellation: Cancellation
+    ) -> None:
         self.lease = lease
         self.length = length
         self.task = task
+        self.cancellation = cancellation
         self.extended_at = time.monotonic()
 
 
@@ -49,6 +62,8 @@ class Worker:
     ``unhealthy_after``: seconds of failing fetches (the broker is unreachable) after which
     the worker gives up with exit code 3 so that its supervisor restarts it.
     ``max_tasks``: stop (exit 0) after this many tasks, so a supervisor can recycle it.
+    ``scheduler``: run the App's periodic tasks (one worker at a time sends each tick, the
+    one holding the leader lock); False leaves that to other workers.
     """
 
     def __init__(
@@ -62,6 +77,7 @@ class Worker:
         unhealthy_after: float = 60.0,
         max_tasks: int | None = None,
         threads: int | None = None,
+        scheduler: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency}")
@@ -74,7 +90,9 @@ class Worker:
         self.max_tasks = max_tasks
         self.id = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self.threads = threads or min(concurrency, 32)
+        self.scheduler = scheduler
         self.done = 0
+        self.fetches = 0
         self._running: dict[str, _Running] = {}
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -113,6 +131,10 @@ class Worker:
             async with asyncio.TaskGroup() as group:
                 keeper = group.create_task(self._keep_leases())
                 beat = group.create_task(self._heartbeat())
+                if self.scheduler and self.app.schedules:
+                    # Stops by itself (and hands the leader lock over) once we stop fetching.
+                    scheduler = Scheduler(self.app, backend, self.id)
+                    group.create_task(scheduler.run(self._stopping))
                 await self._fetch_loop()
                 await self._drain()
                 keeper.cancel()
@@ -139,9 +161,9 @@ class Worker:
                     self._slot_freed.clear()
                     await _first_of(self._slot_freed.wait(), stop_wait)
                     continue
-                fetch = asyncio.ensure_future(
-                    self._backend.fetch(self.queues, free, self.id, wait=1.0)
-                )
+                self.fetches += 1
+                queues = fetch_order(self.queues, self.fetches)
+                fetch = asyncio.ensure_future(self._backend.fetch(queues, free, self.id, wait=1.0))
                 try:
                     await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                     if not fetch.done():
@@ -176,12 +198,13 @@ class Worker:
             stop_wait.cancel()
 
     def _start(self, d: Delivery) -> None:
-        task = asyncio.ensure_future(self._run_one(d))
-        self._running[d.id] = _Running(Lease(d.id, d.attempt), d.lease, task)
+        cancellation = Cancellation()
+        task = asyncio.ensure_future(self._run_one(d, cancellation))
+        self._running[d.id] = _Running(Lease(d.id, d.attempt), d.lease, task, cancellation)
 
-    async def _run_one(self, d: Delivery) -> None:
+    async def _run_one(self, d: Delivery, cancellation: Cancellation) -> None:
         try:
-            outcome = await self.executor.process(d)
+            outcome = await self.executor.process(d, cancellation)
         except Exception as exc:
             # A bug in pigeon itself, not in the task: dead-letter rather than loop forever.
             log.exception("internal error processing %s", d.id)
@@ -242,11 +265,13 @@ class Worker:
     # leases and heartbeat -------------------------------------------------------------------
 
     async def _keep_leases(self) -> None:
-        """Extend the leases of running messages (a third of the way through each lease)."""
+        """Extend the leases of running messages (a third of the way through each lease),
+        and pass on the cancellations asked for them (every ``CANCEL_POLL`` seconds)."""
+        asked = 0.0
         while True:
             now = time.monotonic()
             due: list[Lease] = []
-            tick = 1.0
+            tick = CANCEL_POLL
             for r in self._running.values():
                 third = r.length / 3
                 tick = min(tick, max(third, 0.02))
@@ -268,7 +293,28 @@ class Worker:
                             held.task.cancel()
                         else:
                             held.extended_at = stamp
+            if time.monotonic() - asked >= CANCEL_POLL:
+                asked = time.monotonic()
+                await self._pass_on_cancellations()
             await asyncio.sleep(tick)
+
+    async def _pass_on_cancellations(self) -> None:
+        """Ask the backend which running messages were cancelled; tell their runs."""
+        leases = [r.lease for r in self._running.values() if not r.cancellation.requested]
+        if not leases:
+            return
+        try:
+            cancelled = await self._backend.cancelling(leases)
+        except Exception as exc:
+            log.warning(
+                "asking which of %d running messages were cancelled failed: %s", len(leases), exc
+            )
+            return
+        for mid in cancelled:
+            held = self._running.get(mid)
+            if held is not None and not held.cancellation.requested:
+                log.info("%s was cancelled: stopping its run", mid)
+                held.cancellation.request()
 
     async def _heartbeat(self) -> None:
         host = socket.gethostname()

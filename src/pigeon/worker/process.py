@@ -85,11 +85,12 @@ def run_worker(
     grace: float,
     max_tasks: int | None = None,
     signals: StopSignals | None = None,
+    scheduler: bool = True,
 ) -> int:
     """Run one Worker in this process until it stops; returns its exit code.
 
     Call from the main thread. ``signals`` are the handlers installed when the command
-    started (installed here if not given).
+    started (installed here if not given). ``scheduler``: run the App's periodic tasks.
     """
     from pigeon.worker.loop import Worker
 
@@ -98,7 +99,9 @@ def run_worker(
         signals.install()
 
     async def work() -> int:
-        worker = Worker(app, queues, concurrency, grace=grace, max_tasks=max_tasks)
+        worker = Worker(
+            app, queues, concurrency, grace=grace, max_tasks=max_tasks, scheduler=scheduler
+        )
         stopping = False
 
         def stop(signum: int) -> None:

@@ -1,5 +1,9 @@
--- The pigeon SQLite schema (user_version 1). Run once per connection inside BEGIN IMMEDIATE;
--- every statement is idempotent so that several processes may open one file at once.
+-- The pigeon SQLite schema (user_version 2). Run inside BEGIN IMMEDIATE by a connection that
+-- finds an older user_version; every statement is idempotent, so that several processes may
+-- open one file at once and a database of an older version is brought up to date by running
+-- the whole script again (which is why a version may only add tables and indexes).
+--   version 1: messages, results, dead, keys, joins, join_members, workers
+--   version 2: locks
 --
 -- Times are epoch seconds on the backend host's clock (time.time()). A message row lives
 -- while the message can still run; its outcome then moves to `results` (and `dead`).
@@ -96,4 +100,11 @@ CREATE TABLE IF NOT EXISTS workers (
     info BLOB NOT NULL
 );
 
-PRAGMA user_version = 1;
+-- Named locks (the scheduler's leader lock): held by owner until expires_at.
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+
+PRAGMA user_version = 2;

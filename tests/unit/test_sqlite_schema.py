@@ -1,0 +1,52 @@
+"""The SQLite schema is versioned (``PRAGMA user_version``): a database made by an older
+pigeon is brought up to date when it is opened, keeping what it stores."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pigeon.backends.sqlite import SCHEMA_VERSION, SQLiteBackend
+from pigeon.errors import ConfigError
+from pigeon.message import Message, new_id
+
+
+def user_version(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+async def test_a_version_1_database_is_upgraded_on_open_and_keeps_its_messages(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "pigeon.db"
+    backend = SQLiteBackend(f"sqlite:///{db}")
+    message = Message(new_id(), "t", "q")
+    await backend.enqueue([message])
+    await backend.close()
+    with sqlite3.connect(db) as conn:  # what pigeon 0.1 (schema version 1) made
+        conn.execute("DROP TABLE locks")
+        conn.execute("PRAGMA user_version = 1")
+
+    upgraded = SQLiteBackend(f"sqlite:///{db}")
+    try:
+        await upgraded.open()
+        assert user_version(db) == SCHEMA_VERSION == 2
+        assert await upgraded.lock("leader", "a", 30) is True
+        [delivery] = await upgraded.fetch(["q"], 1, "w")
+        assert delivery.id == message.id
+    finally:
+        await upgraded.close()
+
+
+async def test_a_database_of_a_newer_version_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "pigeon.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+    backend = SQLiteBackend(f"sqlite:///{db}")
+    with pytest.raises(ConfigError, match="newer pigeon"):
+        await backend.open()
+    await backend.close()
