@@ -25,7 +25,7 @@ BACKEND_URLS: list[str] = [
     "memory://",
     "sqlite:///{tmp_path}/pigeon.db",
     # "redis://127.0.0.1:6379/0?prefix=pigeon-test-{run}-{test}",
-    # "postgresql://postgres@127.0.0.1:5432/test?schema=pigeon_test_{run}_{test}",
+    "postgresql://postgres@127.0.0.1:5432/test?schema=pigeon_test_{run}_{test}",
 ]
 
 if os.environ.get("PIGEON_TEST_BACKENDS"):

@@ -1,0 +1,413 @@
+-- The statements of pigeon's PostgreSQL backend, one per "-- name:" section.
+--
+-- Loaded once; __schema__ is replaced by pigeon's schema (quoted), __work__ and __done__ by
+-- the names of its two notification channels. Every statement that may be repeated is run
+-- as a prepared statement, and every batch travels as arrays ($n::text[] ...) so that each
+-- statement is prepared once whatever the batch size. now() is the database clock.
+--
+-- Notifications (delivered when the transaction commits):
+--   __work__  payload: a queue name; something in that queue became due
+--   __done__  payload: comma-separated message ids that now have an outcome, or "*" (check
+--             every id: the list was too long for one notification)
+
+
+-- name: clock
+SELECT extract(epoch FROM clock_timestamp())::float8
+
+
+-- name: insert_messages
+-- Store new messages (an id already stored as a message, an outcome or a dead letter is
+-- skipped), the counters of the joins among them, and wake the fetchers of their queues.
+-- $1-$14: one array element per message; $15-$20: one per join message; $21-$22: one per
+-- (join, unsettled member).
+WITH input AS (
+    SELECT *
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[],
+                $7::text[], $8::int[], $9::float8[], $10::text[], $11::float8[], $12::float8[],
+                $13::text[], $14::bytea[])
+        AS t(id, queue, task, priority, delay, run_at, state, max_deliveries, lease_len, key,
+             expires_at, result_ttl, after, body)
+),
+inserted AS (
+    INSERT INTO __schema__.messages AS m
+        (id, queue, task, priority, due, state, max_deliveries, lease_len, key, expires_at,
+         result_ttl, after, body)
+    SELECT i.id, i.queue, i.task, least(greatest(i.priority, 0), 9),
+           greatest(now() + make_interval(secs => i.delay),
+                    coalesce(to_timestamp(i.run_at), '-infinity')),
+           i.state, i.max_deliveries, i.lease_len, i.key, to_timestamp(i.expires_at),
+           i.result_ttl, i.after, i.body
+    FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM __schema__.results r WHERE r.id = i.id)
+      AND NOT EXISTS (SELECT 1 FROM __schema__.dead d WHERE d.id = i.id)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING m.id, m.queue, m.state
+),
+joins AS (
+    INSERT INTO __schema__.joins (id, mode, total, settled, succeeded, fired)
+    SELECT j.id, j.mode, j.total, j.settled, j.succeeded, j.fired
+    FROM unnest($15::text[], $16::text[], $17::int[], $18::int[], $19::int[], $20::bool[])
+        AS j(id, mode, total, settled, succeeded, fired)
+    WHERE j.id IN (SELECT id FROM inserted)
+    ON CONFLICT (id) DO NOTHING
+),
+members AS (
+    INSERT INTO __schema__.join_members (join_id, member)
+    SELECT jm.join_id, jm.member
+    FROM unnest($21::text[], $22::text[]) AS jm(join_id, member)
+    WHERE jm.join_id IN (SELECT id FROM inserted)
+)
+-- Scheduled messages wake fetchers too, so that they re-plan their next look.
+SELECT count(pg_notify('__work__', w.queue))
+FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'pending') w
+
+
+-- name: claim_keys
+-- Take idempotency keys that are free or whose holder's time ran out; returns those taken.
+INSERT INTO __schema__.keys AS k (key, id, expires_at)
+SELECT t.key, t.id, now() + make_interval(secs => t.ttl)
+FROM unnest($1::text[], $2::text[], $3::float8[]) AS t(key, id, ttl)
+ON CONFLICT (key) DO UPDATE SET id = excluded.id, expires_at = excluded.expires_at
+    WHERE k.expires_at <= now()
+RETURNING k.key
+
+
+-- name: key_holders
+SELECT key, id FROM __schema__.keys WHERE key = ANY($1::text[])
+
+
+-- name: lock_refs
+-- Follow-ups and joins being enqueued: hold the messages they depend on (in id order) so that
+-- a concurrent settle of one of them waits for this transaction, then sees what it stored.
+SELECT id FROM __schema__.messages WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE
+
+
+-- name: ref_outcomes
+SELECT id, state FROM __schema__.results WHERE id = ANY($1::text[])
+
+
+-- name: lease
+-- Lease up to $2 due messages of the queues $1, in the order given, highest priority first,
+-- then earliest due, then id, for worker $3, each for $4 seconds (NULL: its own lease). Rows
+-- another transaction holds are skipped (SKIP LOCKED), so concurrent fetches never block
+-- each other and never lease one message twice. The lateral scan seeks (queue, priority,
+-- due <= now) in the fetch index and stops at $2 rows, so scheduled messages are never
+-- walked over.
+--
+-- The last row (id NULL) reports: lapsed leases (the caller reclaims them first: when $5,
+-- nothing is leased while any exist, so that they keep their place in the order), expired
+-- messages (to dead-letter), and, when fewer than $2 were leased, the seconds until the next
+-- message of these queues is due or the next lease runs out (NULL: nothing planned).
+WITH flags AS (
+    SELECT EXISTS (SELECT 1 FROM __schema__.messages
+                   WHERE state = 'leased' AND lease_until <= now()) AS lapsed,
+           EXISTS (SELECT 1 FROM __schema__.messages
+                   WHERE state = 'pending' AND expires_at <= now() AND due <= now()) AS expired
+),
+candidates AS MATERIALIZED (
+    SELECT c.id
+    FROM unnest($1::text[]) WITH ORDINALITY AS q(name, ord)
+    CROSS JOIN generate_series(9, 0, -1) AS p(priority)
+    CROSS JOIN LATERAL (
+        SELECT m.id
+        FROM __schema__.messages m
+        WHERE m.queue = q.name AND m.priority = p.priority AND m.state = 'pending'
+          AND m.due <= now() AND (m.expires_at IS NULL OR m.expires_at > now())
+        ORDER BY m.due, m.id
+        LIMIT $2
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) c
+    WHERE NOT ($5::bool AND (SELECT lapsed FROM flags))
+    LIMIT $2
+),
+leased AS (
+    UPDATE __schema__.messages m
+    SET state = 'leased', attempt = m.attempt + 1, worker = $3,
+        lease_until = now() + make_interval(secs => coalesce($4::float8, m.lease_len))
+    WHERE m.id = ANY (ARRAY(SELECT id FROM candidates))
+    RETURNING m.id, m.attempt, m.failures, m.body, coalesce($4::float8, m.lease_len) AS lease,
+              array_position($1::text[], m.queue) AS ord, m.priority,
+              extract(epoch FROM m.due)::float8 AS due
+)
+SELECT id, attempt, failures, body, lease, ord, priority, due,
+       NULL::bool AS lapsed, NULL::bool AS expired, NULL::float8 AS next_in
+FROM leased
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, f.lapsed, f.expired,
+       CASE WHEN (SELECT count(*) FROM leased) < $2 THEN (
+           SELECT extract(epoch FROM min(t) - now())::float8
+           FROM (
+               SELECT (SELECT min(lease_until) FROM __schema__.messages
+                       WHERE state = 'leased') AS t
+               UNION ALL
+               SELECT (SELECT m.due FROM __schema__.messages m
+                       WHERE m.queue = q.name AND m.priority = p.priority
+                         AND m.state = 'pending'
+                         -- this statement's snapshot still sees those it leased as pending
+                         AND m.id <> ALL (ARRAY(SELECT id FROM candidates))
+                       ORDER BY m.due LIMIT 1)
+               FROM unnest($1::text[]) AS q(name)
+               CROSS JOIN generate_series(9, 0, -1) AS p(priority)
+           ) planned
+       ) END
+FROM flags f
+
+
+-- name: reclaim
+-- Leases that ran out: dead-letter as poison those that ran out max_deliveries times, make
+-- the others due again (at the moment their lease ended) with one more lost delivery; take
+-- pending messages past their expires_at. Rows held by another transaction are left to it.
+WITH poison AS (
+    DELETE FROM __schema__.messages
+    WHERE id IN (SELECT id FROM __schema__.messages
+                 WHERE state = 'leased' AND lease_until <= now()
+                   AND expiries + 1 >= max_deliveries
+                 FOR UPDATE SKIP LOCKED)
+    RETURNING id, queue, task, result_ttl, expiries + 1 AS expiries, body
+),
+lapsed AS (
+    UPDATE __schema__.messages
+    SET state = 'pending', expiries = expiries + 1, due = lease_until, worker = NULL
+    WHERE id IN (SELECT id FROM __schema__.messages
+                 WHERE state = 'leased' AND lease_until <= now()
+                   AND expiries + 1 < max_deliveries
+                 FOR NO KEY UPDATE SKIP LOCKED)
+    RETURNING queue
+),
+expired AS (
+    DELETE FROM __schema__.messages
+    WHERE id IN (SELECT id FROM __schema__.messages
+                 WHERE state = 'pending' AND expires_at <= now() AND due <= now()
+                 FOR UPDATE SKIP LOCKED)
+    RETURNING id, queue, task, result_ttl, body
+)
+SELECT 'poison' AS kind, id, queue, task, result_ttl, expiries, body FROM poison
+UNION ALL
+SELECT 'expired', id, queue, task, result_ttl, NULL, body FROM expired
+UNION ALL
+-- Wake the fetchers of the queues whose lapsed messages are due again.
+SELECT 'woke', NULL, NULL, NULL, count(pg_notify('__work__', l.queue)), NULL, NULL
+FROM (SELECT DISTINCT queue FROM lapsed) l
+
+
+-- name: settle
+-- The settle() function of the schema (0001_initial.sql): one round trip per batch.
+SELECT applied_id, applied_attempt
+FROM __schema__.settle($1::text[], $2::int[], $3::text[], $4::float8[], $5::bytea[],
+                       $6::text[], $7::text[], $8::int[], $9::float8[], $10::float8,
+                       $11::float8, '__work__', '__done__')
+
+
+-- name: finish
+-- The finish() function of the schema, for messages the caller's transaction took.
+SELECT __schema__.finish($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[],
+                         $6::float8[], $7::bytea[], $8::text[], $9::float8, $10::float8,
+                         '__work__', '__done__')
+
+
+-- name: extend
+UPDATE __schema__.messages m
+SET lease_until = now() + make_interval(secs => m.lease_len)
+FROM unnest($1::text[], $2::int[]) AS h(id, attempt)
+WHERE m.id = h.id AND m.attempt = h.attempt AND m.state = 'leased'
+RETURNING m.id, m.attempt
+
+
+-- name: release
+WITH released AS (
+    UPDATE __schema__.messages m
+    SET state = 'pending', due = now(), worker = NULL
+    FROM unnest($1::text[], $2::int[]) AS h(id, attempt)
+    WHERE m.id = h.id AND m.attempt = h.attempt AND m.state = 'leased'
+    RETURNING m.queue
+)
+SELECT count(*), (SELECT count(pg_notify('__work__', w.queue))
+                  FROM (SELECT DISTINCT queue FROM released) w)
+FROM released
+
+
+-- name: results
+SELECT body, extract(epoch FROM settled_at)::float8
+FROM __schema__.results WHERE id = ANY($1::text[]) AND expires_at > now()
+
+
+-- name: take_cancellable
+-- Cancel: take the messages not running yet; mark the running ones for their holders.
+WITH marked AS (
+    UPDATE __schema__.messages SET cancel_requested = true
+    WHERE id = ANY($1::text[]) AND state = 'leased' AND NOT cancel_requested
+)
+DELETE FROM __schema__.messages
+WHERE id = ANY($1::text[]) AND state IN ('waiting', 'pending')
+RETURNING id, queue, task, result_ttl, body
+
+
+-- name: cancelling
+SELECT m.id
+FROM __schema__.messages m
+JOIN unnest($1::text[], $2::int[]) AS h(id, attempt) ON m.id = h.id AND m.attempt = h.attempt
+WHERE m.state = 'leased' AND m.cancel_requested
+
+
+-- name: dead_letters
+SELECT id, queue, task, reason, extract(epoch FROM died_at)::float8 AS died_at, body
+FROM __schema__.dead
+WHERE $1::text IS NULL OR queue = $1
+ORDER BY died_at, id
+LIMIT $2
+
+
+-- name: take_dead
+-- Requeue, first step: take the dead letters and forget their stored outcomes.
+WITH taken AS (
+    DELETE FROM __schema__.dead WHERE id = ANY($1::text[]) RETURNING id, queue, task, body
+),
+forgotten AS (
+    DELETE FROM __schema__.results WHERE id IN (SELECT id FROM taken)
+)
+SELECT id, queue, task, body FROM taken
+
+
+-- name: purge_dead
+WITH purged AS (DELETE FROM __schema__.dead WHERE id = ANY($1::text[]) RETURNING 1)
+SELECT count(*) FROM purged
+
+
+-- name: purge_all_dead
+WITH purged AS (DELETE FROM __schema__.dead RETURNING 1)
+SELECT count(*) FROM purged
+
+
+-- name: purge
+WITH purged AS (
+    DELETE FROM __schema__.messages
+    WHERE queue = $1 AND state IN ('waiting', 'pending')
+    RETURNING 1
+)
+SELECT count(*) FROM purged
+
+
+-- name: inspect
+SELECT m.state, m.queue, m.task, m.attempt, m.failures,
+       extract(epoch FROM m.due)::float8 AS due, m.due > now() AS later,
+       extract(epoch FROM m.lease_until)::float8 AS lease_until, m.worker, m.body,
+       r.body AS result, extract(epoch FROM r.settled_at)::float8 AS settled_at,
+       d.queue AS dead_queue, d.task AS dead_task, d.reason, d.body AS dead_body
+FROM (SELECT $1::text AS id) k
+LEFT JOIN __schema__.messages m ON m.id = k.id
+LEFT JOIN __schema__.results r ON r.id = k.id AND r.expires_at > now()
+LEFT JOIN __schema__.dead d ON d.id = k.id
+
+
+-- name: stats
+SELECT 'messages' AS kind, queue AS name, state, due > now() AS later, count(*) AS n,
+       NULL::bytea AS info, NULL::float8 AS last_seen
+FROM __schema__.messages GROUP BY queue, state, later
+UNION ALL
+SELECT 'dead', queue, NULL, NULL, count(*), NULL, NULL FROM __schema__.dead GROUP BY queue
+UNION ALL
+SELECT 'results', NULL, NULL, NULL, count(*), NULL, NULL
+FROM __schema__.results WHERE expires_at > now()
+UNION ALL
+SELECT 'worker', id, NULL, NULL, NULL, info, extract(epoch FROM last_seen)::float8
+FROM __schema__.workers WHERE expires_at > now()
+
+
+-- name: vacuum
+-- Dead rows and index entries of the hot table (see PostgresBackend._count_leases); skipped
+-- when another session is vacuuming it already.
+VACUUM (SKIP_LOCKED) __schema__.messages
+
+
+-- name: heartbeat
+INSERT INTO __schema__.workers AS w (id, expires_at, last_seen, info)
+VALUES ($1, now() + make_interval(secs => $2), now(), $3)
+ON CONFLICT (id) DO UPDATE
+SET expires_at = excluded.expires_at, last_seen = excluded.last_seen, info = excluded.info
+
+
+-- name: retire
+DELETE FROM __schema__.workers WHERE id = $1
+
+
+-- name: sweep_results
+-- sweep_*: delete at most $1 expired rows per statement, so no transaction holds locks long.
+WITH gone AS (
+    DELETE FROM __schema__.results WHERE id IN (
+        SELECT id FROM __schema__.results WHERE expires_at <= now()
+        LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+
+
+-- name: sweep_keys
+WITH gone AS (
+    DELETE FROM __schema__.keys WHERE key IN (
+        SELECT key FROM __schema__.keys WHERE expires_at <= now()
+        LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+
+
+-- name: sweep_dead
+WITH gone AS (
+    DELETE FROM __schema__.dead WHERE id IN (
+        SELECT id FROM __schema__.dead WHERE expires_at <= now()
+        LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+
+
+-- name: sweep_workers
+WITH gone AS (
+    DELETE FROM __schema__.workers WHERE id IN (
+        SELECT id FROM __schema__.workers WHERE expires_at <= now()
+        LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+
+
+-- name: lock
+-- Take or renew the lock $1 for owner $2 until now + $3 seconds: returns a row iff $2 holds
+-- it afterwards. A concurrent taker waits for the row, then re-checks who holds it.
+INSERT INTO __schema__.locks AS l (name, owner, expires_at)
+VALUES ($1, $2, now() + make_interval(secs => $3))
+ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+    WHERE l.owner = excluded.owner OR l.expires_at <= now()
+RETURNING l.owner
+
+
+-- name: unlock
+DELETE FROM __schema__.locks WHERE name = $1 AND owner = $2
+
+
+-- name: sweep_locks
+WITH gone AS (
+    DELETE FROM __schema__.locks WHERE name IN (
+        SELECT name FROM __schema__.locks WHERE expires_at <= now()
+        LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+
+
+-- name: sweep_joins
+-- The counters of joins whose message is gone (it ran, or was cancelled or purged), and
+-- the member rows of joins that are gone. Not counted in sweep()'s answer.
+WITH gone AS (
+    DELETE FROM __schema__.joins WHERE id IN (
+        SELECT j.id FROM __schema__.joins j
+        WHERE NOT EXISTS (SELECT 1 FROM __schema__.messages m WHERE m.id = j.id)
+        LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING id
+),
+members AS (
+    DELETE FROM __schema__.join_members jm
+    WHERE jm.join_id IN (SELECT id FROM gone)
+       OR NOT EXISTS (SELECT 1 FROM __schema__.joins j WHERE j.id = jm.join_id)
+)
+SELECT count(*) FROM gone
