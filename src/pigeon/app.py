@@ -19,7 +19,7 @@ from datetime import timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
 from pigeon.backends import DEFAULT_URL, Backend, from_url, redact
-from pigeon.backends.base import TransactionalBackend
+from pigeon.backends.base import SyncTransactionalBackend, TransactionalBackend
 from pigeon.batching import Batcher
 from pigeon.errors import ConfigError, PigeonError, Timeout
 from pigeon.message import Message
@@ -329,7 +329,9 @@ class App:
         ``task.fire(...)`` of this App is written through ``conn``, the application's own
         connection (asyncpg, for ``postgresql://``), when the block exits, inside the
         transaction ``conn`` is in: the messages become visible to workers only if that
-        transaction commits, and vanish if it rolls back::
+        transaction commits, and vanish if it rolls back (asyncpg for ``postgresql://``; for
+        ``sqlite://`` a ``sqlite3`` connection to the same file, and the sync form
+        ``with app.transaction(conn):`` works too)::
 
             async with conn.transaction():
                 await conn.execute("INSERT INTO orders ...")
@@ -342,7 +344,7 @@ class App:
         promises reject. Follow-ups (``promise.then(task)``) are not part of the
         transaction: attach them after it commits. Run the block on the event loop the
         connection belongs to. Raises ConfigError when the App's backend cannot write
-        through an application connection (only ``postgresql://`` can).
+        through an application connection (``postgresql://`` and ``sqlite://`` can).
         """
         return _Transaction(self, connection)
 
@@ -438,7 +440,9 @@ class _Transaction:
         self.connection = connection
         self.messages: list[Message] = []
         self.futures: list[asyncio.Future[str]] = []
+        self.promises: list[MessagePromise[Any]] = []
         self._backend: TransactionalBackend | None = None
+        self._sync_backend: SyncTransactionalBackend
         self._token: contextvars.Token[_Transaction | None] | None = None
 
     async def __aenter__(self) -> _Transaction:
@@ -446,7 +450,8 @@ class _Transaction:
         if not isinstance(backend, TransactionalBackend):
             raise ConfigError(
                 f"transactional enqueue needs a backend that writes through the application's"
-                f" own database connection (postgresql://); this App uses {redact(self.app.url)}"
+                f" own database connection (postgresql://, sqlite://); this App uses"
+                f" {redact(self.app.url)}"
             )
         self._backend = backend
         self._token = self.app._transaction.set(self)
@@ -472,11 +477,41 @@ class _Transaction:
         for future, mid in zip(self.futures, ids, strict=True):
             future.set_result(mid)
 
+    def __enter__(self) -> _Transaction:
+        """The sync form, for a ``sqlite3`` connection: ``with app.transaction(conn):``."""
+        backend = self.app.call_sync(self.app.open())
+        if not isinstance(backend, SyncTransactionalBackend):
+            raise ConfigError(
+                "`with app.transaction(conn)` needs a backend that writes through a sync"
+                f" connection (sqlite://); this App uses {redact(self.app.url)}"
+                " (for postgresql://, use `async with app.transaction(conn)`)"
+            )
+        self._sync_backend = backend
+        self._token = self.app._transaction.set(self)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        assert self._token is not None
+        self.app._transaction.reset(self._token)
+        if exc_type is not None or not self.messages:
+            return  # nothing written: the promises made inside never become sent
+        messages = self.messages
+        if self.app.signer is not None:
+            messages = [self.app.signer.sign(m) for m in messages]
+        ids = self._sync_backend.enqueue_in_sync(self.connection, messages)
+        for promise, mid in zip(self.promises, ids, strict=True):
+            promise._id = mid
+
     def add(self, message: Message, task: Task[Any, Any] | None) -> MessagePromise[Any]:
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        kept = message.result_ttl > 0
         self.messages.append(message)
+        if _running_loop() is None:  # the sync form: ids are fixed when the block exits
+            promise: MessagePromise[Any] = MessagePromise(self.app, message.id, task, None, kept)
+            self.promises.append(promise)
+            return promise
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.futures.append(future)
-        return MessagePromise(self.app, message.id, task, future, message.result_ttl > 0)
+        return MessagePromise(self.app, message.id, task, future, kept)
 
     def _fail(self, exc: BaseException) -> None:
         for future in self.futures:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -246,9 +245,9 @@ async def test_a_connection_outside_a_transaction_stores_the_sends_at_once(
 
 
 async def test_transactional_enqueue_on_a_backend_that_cannot_is_a_config_error(
-    tmp_path: Path, conn: asyncpg.Connection
+    conn: asyncpg.Connection,
 ) -> None:
-    app = pigeon.App(f"sqlite:///{tmp_path}/pigeon.db")
+    app = pigeon.App("memory://")
     try:
         with pytest.raises(ConfigError, match="postgresql"):
             async with app.transaction(conn):

@@ -185,6 +185,14 @@ class TransactionalBackend(Protocol):
 
 
 @runtime_checkable
+class SyncTransactionalBackend(Protocol):
+    """A backend that writes messages through a synchronous application connection (the
+    ``sqlite3`` connection of ``sqlite://``), for ``with app.transaction(conn):``."""
+
+    def enqueue_in_sync(self, connection: Any, messages: Sequence[Message]) -> list[str]: ...
+
+
+@runtime_checkable
 class MigratingBackend(Protocol):
     """A backend whose storage has a versioned schema to create and upgrade
     (``pigeon migrate``). A capability, not part of ``Backend``."""

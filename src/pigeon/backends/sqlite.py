@@ -309,6 +309,70 @@ def _message_row(
     )
 
 
+def _enqueue_rows(db: sqlite3.Connection, messages: Sequence[Message], now: float) -> list[str]:
+    """Store ``messages`` through ``db``, inside whatever transaction it is in; the ids that
+    stand for them. Shared by ``enqueue`` (its own transaction) and ``enqueue_in`` (the
+    application's transaction)."""
+    existing = {row[0] for row in db.execute(_EXISTING, (_json([m.id for m in messages]),))}
+    keys = [m.key for m in messages if m.key is not None]
+    held: dict[str, str] = (
+        dict(db.execute(_HELD_KEYS, (_json(keys), now)).fetchall()) if keys else {}
+    )
+    refs = [m.after for m in messages if m.after is not None and m.join is None]
+    refs.extend(member for m in messages if m.join is not None for member in m.join.members)
+    outcomes: dict[str, str] = (
+        dict(db.execute(_RESULT_STATES, (_json(refs),)).fetchall()) if refs else {}
+    )
+    ids: list[str] = []
+    rows: list[tuple[Any, ...]] = []
+    key_rows: list[tuple[str, str, float]] = []
+    join_rows: list[tuple[str, str, int, int, int, int]] = []
+    member_rows: list[tuple[str, str]] = []
+    for m in messages:
+        if m.key is not None:
+            holder = held.get(m.key)
+            if holder is not None:
+                ids.append(holder)
+                continue
+        ids.append(m.id)
+        if m.id in existing:
+            continue
+        existing.add(m.id)
+        if m.key is not None:
+            held[m.key] = m.id
+            key_rows.append((m.key, m.id, now + m.result_ttl))
+        state = "pending"
+        after = None
+        if m.join is not None:
+            settled = succeeded = 0
+            for member in m.join.members:
+                member_state = outcomes.get(member)
+                if member_state is None:
+                    member_rows.append((member, m.id))
+                else:
+                    settled += 1
+                    succeeded += member_state == "succeeded"
+            total = len(m.join.members)
+            fired = join_fired(m.join.mode, total, settled, succeeded)
+            join_rows.append((m.id, m.join.mode, total, settled, succeeded, int(fired)))
+            if not fired:
+                state = "waiting"
+        elif m.after is not None:
+            after = m.after
+            if after not in outcomes:
+                state = "waiting"
+        due = max(now + m.delay, m.run_at or 0.0)
+        rows.append(_message_row(m, state, due, after, codec.encode_message(m)))
+    db.executemany(_INSERT_MESSAGE, rows)
+    if key_rows:
+        db.executemany(_INSERT_KEY, key_rows)
+    if join_rows:
+        db.executemany(_INSERT_JOIN, join_rows)
+    if member_rows:
+        db.executemany(_INSERT_MEMBER, member_rows)
+    return ids
+
+
 class _Store:
     """The database side of :class:`SQLiteBackend`.
 
@@ -417,64 +481,7 @@ class _Store:
     def enqueue(self, messages: Sequence[Message]) -> list[str]:
         now = self.now()
         with self._write() as db:
-            existing = {row[0] for row in db.execute(_EXISTING, (_json([m.id for m in messages]),))}
-            keys = [m.key for m in messages if m.key is not None]
-            held: dict[str, str] = (
-                dict(db.execute(_HELD_KEYS, (_json(keys), now)).fetchall()) if keys else {}
-            )
-            refs = [m.after for m in messages if m.after is not None and m.join is None]
-            refs.extend(member for m in messages if m.join is not None for member in m.join.members)
-            outcomes: dict[str, str] = (
-                dict(db.execute(_RESULT_STATES, (_json(refs),)).fetchall()) if refs else {}
-            )
-            ids: list[str] = []
-            rows: list[tuple[Any, ...]] = []
-            key_rows: list[tuple[str, str, float]] = []
-            join_rows: list[tuple[str, str, int, int, int, int]] = []
-            member_rows: list[tuple[str, str]] = []
-            for m in messages:
-                if m.key is not None:
-                    holder = held.get(m.key)
-                    if holder is not None:
-                        ids.append(holder)
-                        continue
-                ids.append(m.id)
-                if m.id in existing:
-                    continue
-                existing.add(m.id)
-                if m.key is not None:
-                    held[m.key] = m.id
-                    key_rows.append((m.key, m.id, now + m.result_ttl))
-                state = "pending"
-                after = None
-                if m.join is not None:
-                    settled = succeeded = 0
-                    for member in m.join.members:
-                        member_state = outcomes.get(member)
-                        if member_state is None:
-                            member_rows.append((member, m.id))
-                        else:
-                            settled += 1
-                            succeeded += member_state == "succeeded"
-                    total = len(m.join.members)
-                    fired = join_fired(m.join.mode, total, settled, succeeded)
-                    join_rows.append((m.id, m.join.mode, total, settled, succeeded, int(fired)))
-                    if not fired:
-                        state = "waiting"
-                elif m.after is not None:
-                    after = m.after
-                    if after not in outcomes:
-                        state = "waiting"
-                due = max(now + m.delay, m.run_at or 0.0)
-                rows.append(_message_row(m, state, due, after, codec.encode_message(m)))
-            db.executemany(_INSERT_MESSAGE, rows)
-            if key_rows:
-                db.executemany(_INSERT_KEY, key_rows)
-            if join_rows:
-                db.executemany(_INSERT_JOIN, join_rows)
-            if member_rows:
-                db.executemany(_INSERT_MEMBER, member_rows)
-        return ids
+            return _enqueue_rows(db, messages, now)
 
     def fetch(
         self, queues: Sequence[str], limit: int, worker: str, lease: float | None
@@ -853,6 +860,26 @@ class SQLiteBackend:
         ids = await self._run(_Store.enqueue, list(messages))
         self._poller.kick()
         return ids
+
+    def enqueue_in_sync(
+        self, connection: sqlite3.Connection, messages: Sequence[Message]
+    ) -> list[str]:
+        """Store ``messages`` through the application's own ``sqlite3`` connection to this
+        database, inside its transaction: they exist only if the application commits.
+        Runs on the calling thread (where the connection belongs); it does not commit."""
+        if not messages:
+            return []
+        if not connection.in_transaction:
+            connection.execute("BEGIN IMMEDIATE")  # the sends and the caller's writes as one
+        now = float(connection.execute(_NOW).fetchone()[0])
+        try:
+            return _enqueue_rows(connection, messages, now)
+        except sqlite3.Error as exc:
+            raise BackendError(f"SQLite database {self.path!r}: {exc}") from exc
+
+    async def enqueue_in(self, connection: Any, messages: Sequence[Message]) -> list[str]:
+        """``enqueue_in_sync`` for async code (the connection is still a ``sqlite3`` one)."""
+        return self.enqueue_in_sync(connection, messages)
 
     async def fetch(
         self,
