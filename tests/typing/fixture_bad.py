@@ -46,6 +46,8 @@ async def bad_sends() -> None:
     notify.send(None)  # E: arg-type
     stamp.send(datetime.now())  # E: call-arg
     add.options(priority="high")  # E: arg-type
+    app.periodic(every=60, queues="high")  # E: call-arg
+    app.periodic(cron="* * * * *", priority="high")  # E: arg-type
 
 
 async def bad_results() -> None:

@@ -3,7 +3,7 @@ with the types pigeon's API gives it pinned by ``assert_type``."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, assert_type
 
 import pigeon
@@ -47,6 +47,16 @@ async def stamp(*, at: datetime, label: str = "") -> datetime:
     return at
 
 
+@app.periodic(cron="*/5 * * * *", tz="Europe/Paris", queue="reports", retries=2)
+async def report() -> int:
+    return 0
+
+
+@app.periodic(every=timedelta(minutes=1))
+def sweep(keep: int = 3) -> None:  # sync; parameters with defaults are allowed
+    pass
+
+
 def tasks(plain: Task[[int, int], int], bound: BoundTask[[str, int], str]) -> None:
     """Tasks keep the function's parameters and (awaited) result."""
 
@@ -67,6 +77,10 @@ async def sending() -> None:
     assert_type(resize.options(queue="images").send(path="b.png", width=1), Promise[str])
     assert_type(resize.fire("b.png", 100), None)
     assert_type(resize.options(retries=0).fire("b.png", 100), None)
+    assert_type(report.send(), Promise[int])  # a periodic task can be sent like any other
+    assert_type(sweep.send(keep=1), Promise[None])
+    assert_type(pigeon.current().tick, float | None)
+    assert_type(pigeon.current().cancelled, bool)
 
 
 async def following() -> None:
