@@ -24,7 +24,7 @@ from pigeon.backends import redact
 BACKEND_URLS: list[str] = [
     "memory://",
     "sqlite:///{tmp_path}/pigeon.db",
-    # "redis://127.0.0.1:6379/0?prefix=pigeon-test-{run}-{test}",
+    "redis://127.0.0.1:6379/0?prefix=pigeon-test-{run}-{test}",
     "postgresql://postgres@127.0.0.1:5432/test?schema=pigeon_test_{run}_{test}",
 ]
 

@@ -1,0 +1,618 @@
+"""``redis://`` and ``rediss://``: the Backend contract on Redis, with redis-py and hiredis.
+
+URL: ``redis://[[user]:password@]host[:port][/db][?prefix=NAME]`` (``rediss://`` for TLS;
+other query parameters are redis-py's own, such as ``socket_timeout``). Every key starts
+with ``{NAME}:`` (``NAME`` defaults to ``pigeon``), so one server holds many apps.
+
+How it keeps the contract of :mod:`pigeon.backends.base`:
+
+- Every operation that changes state is one Lua script (``redis_lua/``), so it is atomic:
+  ``enqueue``, ``fetch``, ``extend``, ``settle``, ``release``, ``cancel``, ``requeue``. A
+  script handles a whole batch in one call. Scripts are loaded once (``SCRIPT LOAD`` at
+  open) and called by SHA; after a server restart emptied the script cache they are loaded
+  again on the first ``NOSCRIPT``.
+- Times come from the server's clock (``TIME`` inside each script); ``time()`` is the
+  server's ``TIME``. Workers' clocks never matter.
+- Sorted sets order the work: per queue a ready set scored by priority then due time (ties
+  by id, which is time-ordered), a scheduled set by due time (promoted by ``fetch``), and
+  one set of lease deadlines (lapsed leases are reclaimed by ``fetch``).
+- All keys of an app share one Redis Cluster hash tag, ``{NAME}``, so every script touches
+  one slot: settling one message must, atomically, store its outcome and release follow-ups
+  and joins that may sit in any queue, so the unit of atomicity is the app, not the queue.
+  On a cluster, an app therefore lives on one shard; run apps with different prefixes to
+  spread the load.
+- Waiting is pushed, never polled: a settle publishes the settled ids (with the stored
+  outcomes when small, so a waiter needs no further read), an enqueue, release or retry
+  publishes on its queue's channel (:mod:`pigeon.backends.redis_listener`). A waiting
+  ``fetch`` otherwise sleeps until the earliest scheduled message or lease deadline.
+- A dropped connection or a restarting server is retried with exponential backoff for up to
+  ``redis_client.RETRY_FOR`` seconds (:mod:`pigeon.backends.redis_client`). Retrying is
+  safe: enqueue stores an id once; fetch, settle, release, cancel and requeue pass a
+  request token, and a retried call whose first run did go through gets that run's answer
+  instead of acting twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import Awaitable, Collection, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
+
+from pigeon import codec
+from pigeon.backends.base import redact
+from pigeon.backends.redis_client import TRANSIENT, Client
+from pigeon.backends.redis_listener import Listener
+from pigeon.errors import ConfigError
+from pigeon.message import (
+    DeadLetter,
+    Delivery,
+    Lease,
+    Message,
+    MessageInfo,
+    Outcome,
+    QueueStats,
+    Result,
+    Stats,
+    WorkerInfo,
+)
+
+log = logging.getLogger("pigeon.backends.redis")
+
+DEFAULT_PREFIX = "pigeon"
+#: Messages purged, or expired records swept, per script call (bounds how long one blocks).
+CHUNK = 5000
+#: Messages stored per enqueue script call: a bigger batch is sent in several calls.
+ENQUEUE_CHUNK = 1000
+#: Seconds a drained queue is believed to stay drained with no wake-up token (leases taken
+#: since by other workers may run out), and the longest one BLPOP blocks.
+IDLE_TRUST = 1.0
+MAX_BLOCK = 10.0
+
+_json_encode = msgspec.json.Encoder().encode
+_worker_decoder = msgspec.json.Decoder(WorkerInfo)
+_ids_decoder = msgspec.json.Decoder(list[str])
+
+
+def _parse_url(url: str) -> tuple[str, str]:
+    """(the URL redis-py is given, the key prefix). Raises ConfigError."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("redis", "rediss"):
+        raise ConfigError(f"not a Redis URL: {redact(url)!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = DEFAULT_PREFIX
+    rest: list[tuple[str, str]] = []
+    for name, value in query:
+        if name == "prefix":
+            prefix = value
+        else:
+            rest.append((name, value))
+    if not prefix or "{" in prefix or "}" in prefix:
+        raise ConfigError(
+            f"Redis URL {redact(url)!r}: the prefix must be a non-empty name without braces "
+            f"(it becomes the hash tag {{prefix}}), not {prefix!r}"
+        )
+    return urlunsplit(parts._replace(query=urlencode(rest))), prefix
+
+
+def _seconds(micros: int) -> float:
+    return micros / 1_000_000
+
+
+class _Connections:
+    """What one event loop uses: commands and scripts, and the subscriber connection."""
+
+    def __init__(self, client: Client, listener: Listener) -> None:
+        self.client = client
+        self.listener = listener
+        self.loop = client.loop
+
+
+class RedisBackend:
+    """The Backend contract on one Redis server (see the module docstring for the how).
+
+    Made from ``redis://host:port/db?prefix=NAME`` or ``rediss://...``. Methods called
+    before ``open()`` connect on first use; an object used from a new event loop (the App
+    moved to another loop) connects again there.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = redact(url)
+        self._client_url, self.prefix = _parse_url(url)
+        self._base = f"{{{self.prefix}}}:"
+        self._done_channel = f"{self._base}done".encode()
+        self._conn: _Connections | None = None
+        self._tokens = itertools.count()
+        self._token_prefix = os.urandom(6).hex()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._drained: dict[str, float] = {}  # queue -> loop time it is known idle until
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self.url!r})"
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    def _connection(self) -> _Connections:
+        conn = self._conn
+        if conn is None or conn.loop is not asyncio.get_running_loop():
+            # Connections belong to the loop they were made on; ones left on a closed loop
+            # (the App moved to a new one) cannot be closed from here and go with it.
+            pool = ConnectionPool.from_url(
+                self._client_url,
+                socket_connect_timeout=5.0,
+                socket_timeout=15.0,
+                socket_keepalive=True,
+                retry=Retry(NoBackoff(), 0),  # retries are the Client's, on new connections
+            )
+            client = Client(pool, self.url, self._base)
+            conn = self._conn = _Connections(client, Listener(pool, self._done_channel, self.url))
+        return conn
+
+    def _client(self) -> Client:
+        return self._connection().client
+
+    async def open(self) -> None:
+        """Connect and load the scripts. Raises BackendError when the server does not answer
+        within ``redis_client.RETRY_FOR`` seconds."""
+        await self._client().load_scripts()
+
+    async def close(self) -> None:
+        """Close the connections. A later call connects again."""
+        while self._background:  # jobs may start more jobs (a release after a fetch)
+            await asyncio.gather(*self._background, return_exceptions=True)
+        conn, self._conn = self._conn, None
+        if conn is None or conn.loop is not asyncio.get_running_loop():
+            return
+        await conn.listener.close()
+        await conn.client.close()
+        await conn.client.pool.aclose()
+
+    async def time(self) -> float:
+        """The backend clock: the server's ``TIME``."""
+        sec, usec = await self._client().execute(b"TIME")
+        return _seconds(int(sec) * 1_000_000 + int(usec))
+
+    def _token(self) -> str:
+        """A request token: a retried call whose first run went through gets its reply."""
+        return f"{self._token_prefix}{next(self._tokens):x}"
+
+    async def _script(self, name: str, *args: Any) -> Any:
+        return await self._client().script(name, *args)
+
+    # queue -------------------------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[Message]) -> list[str]:
+        """Store ``messages`` durably and return the id standing for each.
+
+        That is its own id, or the id of the message that holds its ``key``. An id that is
+        already stored (as a message, a result or a dead letter) is not stored again, which
+        also makes a retried call safe. One script call per ``ENQUEUE_CHUNK`` messages.
+        """
+        if not messages:
+            return []
+        if len(messages) > ENQUEUE_CHUNK:
+            ids: list[str] = []
+            for i in range(0, len(messages), ENQUEUE_CHUNK):
+                ids.extend(await self.enqueue(messages[i : i + ENQUEUE_CHUNK]))
+            return ids
+        specs = []
+        for m in messages:
+            join = m.join
+            if join is not None and join.mode not in ("all", "any", "race", "all_settled"):
+                raise ValueError(f"unknown join mode {join.mode!r}")
+            specs.append(
+                (
+                    m.id,
+                    m.queue,
+                    m.task,
+                    m.priority,
+                    m.delay,
+                    m.run_at,
+                    m.max_deliveries,
+                    m.lease,
+                    m.key,
+                    m.expires_at,
+                    m.result_ttl,
+                    m.after,
+                    None if join is None else join.mode,
+                    None if join is None else join.members,
+                )
+            )
+        bodies = [codec.encode_message(m) for m in messages]
+        connection = self._connection()
+        mine = [m.id for m in messages]
+        tracked = connection.listener.track(mine)
+        try:
+            standing, stored = await connection.client.script(
+                "enqueue", "", _json_encode(specs), *bodies
+            )
+        except BaseException:
+            if tracked:
+                connection.listener.untrack(mine)
+            raise
+        if tracked and b"0" in stored:
+            old = [mid for mid, new in zip(mine, stored, strict=True) if new != 49]  # b"1"
+            connection.listener.untrack(old)
+        return [mid.decode() for mid in standing]
+
+    async def fetch(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        worker: str,
+        lease: float | None = None,
+        wait: float = 0.0,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` due messages from ``queues``, in the order given.
+
+        Within a queue: highest priority, then earliest due time, then id. Each fetch first
+        reclaims lapsed leases (poison after ``max_deliveries``) and dead-letters expired
+        messages. When nothing is due, waits up to ``wait`` seconds, blocked on the server
+        (BLPOP on the queues' wake lists, with the fetch queued behind it) until work comes
+        or the earliest due time. If the caller is cancelled while a lease is being taken,
+        the messages taken are released.
+        """
+        if limit <= 0 or not queues:
+            return []
+        queues = list(queues)
+        lease_arg = "" if lease is None else repr(float(lease))
+        args = (worker, lease_arg, limit, *queues)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        # Drained by a fetch a moment ago: whatever came since left a wake-up token, so
+        # block at once instead of asking first.
+        sleep = self._drained_for(queues, loop.time()) if wait > 0 else 0.0
+        if sleep <= 0:
+            deliveries, sleep = await self._lease(queues, limit, args, 0.0)
+            if deliveries or wait <= 0:
+                return deliveries
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            block = min(remaining, sleep, MAX_BLOCK)
+            deliveries, sleep = await self._lease(queues, limit, args, block)
+            if deliveries:
+                return deliveries
+
+    def _drained_for(self, queues: list[str], now: float) -> float:
+        """Seconds the queues are known to stay without due work (0: not known)."""
+        until = min((self._drained.get(q, 0.0) for q in queues), default=0.0)
+        return until - now
+
+    async def _lease(
+        self, queues: list[str], limit: int, args: tuple[Any, ...], block: float
+    ) -> tuple[list[Delivery], float]:
+        """One fetch script call, after a BLPOP of up to ``block`` seconds when ``block``:
+        the deliveries, and how long until something may be due."""
+        token = self._token()
+        blocked: list[int] = []
+        call = asyncio.ensure_future(self._fetch_script(queues, token, args, block, blocked))
+        try:
+            reply = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # The script may run after our caller has gone: hand its leases back rather
+            # than let them run out and count as lost deliveries. A blocked fetch is woken
+            # at once (its script then runs and answers), not left blocking.
+            call.add_done_callback(self._release_orphans)
+            self._spawn(call)
+            if blocked:
+                self._spawn(self._client().unblock(blocked[0]))
+            raise
+        now, next_due = reply[0], reply[1]
+        flat = reply[2:]
+        deliveries = [
+            Delivery(flat[i].decode(), flat[i + 1], flat[i + 2], flat[i + 3], float(flat[i + 4]))
+            for i in range(0, len(flat), 5)
+        ]
+        sleep = 3600.0 if next_due < 0 else max(_seconds(next_due - now), 0.001)
+        loop_now = asyncio.get_running_loop().time()
+        if len(deliveries) < limit:
+            # Work that comes now leaves a token; only due times and leases taken by
+            # others since (which may run out) are not announced: trust it a while.
+            until = loop_now + min(sleep, IDLE_TRUST)
+            for q in queues:
+                self._drained[q] = until
+        else:
+            for q in queues:
+                self._drained.pop(q, None)
+        return deliveries, sleep
+
+    async def _fetch_script(
+        self, queues: list[str], token: str, args: tuple[Any, ...], block: float, blocked: list[int]
+    ) -> Any:
+        client = self._client()
+        if block > 0:
+            keys = [f"{self._base}wake:{q}".encode() for q in queues]
+            try:
+                return await client.script_when_woken(keys, block, blocked, "fetch", token, *args)
+            except (*TRANSIENT, NoScriptError) as exc:
+                # It may have run: the token makes running it again safe (same answer).
+                log.debug("Redis %s: blocked fetch failed (%s); fetching again", self.url, exc)
+        return await client.script("fetch", token, *args)
+
+    def _release_orphans(self, call: asyncio.Future[Any]) -> None:
+        if call.cancelled() or call.exception() is not None:
+            return
+        flat = call.result()[2:]
+        leases = [Lease(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 5)]
+        if not leases:
+            return
+
+        async def release() -> None:
+            try:
+                await self.release(leases)
+            except Exception as exc:
+                log.warning(
+                    "could not release %d messages leased by a cancelled fetch (%s): %s; they"
+                    " will be fetched again when their lease runs out",
+                    len(leases),
+                    ", ".join(x.id for x in leases),
+                    exc,
+                )
+
+        self._spawn(release())
+
+    def _spawn(self, job: Awaitable[Any]) -> None:
+        """Run ``job`` in the background; ``close`` waits for it."""
+        task = asyncio.ensure_future(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def extend(self, leases: Sequence[Lease]) -> set[str]:
+        """Push each held lease to now + the message's lease; return the ids no longer held."""
+        if not leases:
+            return set()
+        args = [x for lease in leases for x in (lease.id, lease.attempt)]
+        lost = await self._script("extend", "", *args)
+        return {mid.decode() for mid in lost}
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Apply each outcome, all in one script call; per outcome, whether it was applied.
+
+        An outcome applies only while its message is leased as ``outcome.attempt``; the
+        first of several outcomes for one delivery wins. A final outcome stores the result
+        (kept ``KEEP_FOR_DEPENDENTS`` seconds even with a ttl of 0 when follow-ups or joins
+        wait on it; the first stored outcome of an id wins), stores a dead letter for
+        ``dead``, removes the message, makes its followers pending and advances its joins.
+        ``retry`` makes it due ``retry_in`` seconds from now with one more failure counted.
+        """
+        if not outcomes:
+            return []
+        specs: list[tuple[Any, ...]] = []
+        records: list[bytes] = []
+        for o in outcomes:
+            if o.state == "retry":
+                specs.append((o.id, o.attempt, o.state, o.result_ttl, o.retry_in, None))
+                records.append(b"")
+                continue
+            reason = None
+            if o.state == "dead":
+                reason = f"{o.error.type}: {o.error.message}" if o.error is not None else "dead"
+            specs.append((o.id, o.attempt, o.state, o.result_ttl, o.retry_in, reason))
+            result = Result(o.id, o.state, o.value, o.error)
+            records.append(codec.encode_result_record(result))
+        verdicts = await self._script("settle", self._token(), _json_encode(specs), *records)
+        return [v == 49 for v in verdicts]  # b"1"
+
+    async def release(self, leases: Sequence[Lease]) -> int:
+        """Make held messages pending at once, without counting a failure or a lost lease."""
+        if not leases:
+            return 0
+        args = [x for lease in leases for x in (lease.id, lease.attempt)]
+        count: int = await self._script("release", self._token(), *args)
+        return count
+
+    # results -----------------------------------------------------------------------------
+
+    async def results(self, ids: Collection[str]) -> dict[str, Result]:
+        """The stored, unexpired outcomes among ``ids``."""
+        if not ids:
+            return {}
+        keys = [f"{self._base}r:{mid}" for mid in ids]
+        found: dict[str, Result] = {}
+        for i in range(0, len(keys), 10_000):
+            for body in await self._client().execute(b"MGET", *keys[i : i + 10_000]):
+                if body is not None:
+                    result = codec.decode_result_record(body)
+                    found[result.id] = result
+        return found
+
+    async def wait(self, ids: Collection[str], timeout: float) -> dict[str, Result]:
+        """Every outcome among ``ids`` as soon as there is at least one; ``{}`` on timeout.
+
+        Woken by the settle's notification (pub/sub), never by polling.
+        """
+        ids = list(ids)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        listener = self._connection().listener
+        with listener.watch_ids(ids) as watch:
+            await listener.subscribe([self._done_channel], timeout)
+            watch.event.clear()
+            watch.reread = False
+            found, unknown = listener.unheard(ids)
+            if unknown:
+                found.update(await self.results(unknown))
+            while True:
+                found.update(watch.found)  # handed over by notifications: no round trip
+                remaining = deadline - loop.time()
+                if found or remaining <= 0:
+                    return found
+                try:
+                    async with asyncio.timeout(remaining):
+                        await watch.event.wait()
+                except TimeoutError:
+                    pass
+                watch.event.clear()
+                if watch.reread:  # an outcome too big to publish, or a reconnect
+                    watch.reread = False
+                    found.update(await self.results(ids))
+
+    # control -----------------------------------------------------------------------------
+
+    async def cancel(self, ids: Collection[str]) -> list[str]:
+        """Settle each waiting, scheduled or pending message as ``cancelled``.
+
+        Returns the ids cancelled, in the order given. A leased one is marked
+        cancel-requested instead (its worker learns of it through ``cancelling``); a settled
+        or unknown one is left alone.
+        """
+        if not ids:
+            return []
+        reply = await self._script("cancel", self._token(), *ids)
+        return _ids_decoder.decode(reply)
+
+    async def cancelling(self, leases: Sequence[Lease]) -> set[str]:
+        """The ids among ``leases`` still held as that attempt whose cancellation was
+        requested. One read-only script call, whatever the number of leases."""
+        if not leases:
+            return set()
+        args = [x for lease in leases for x in (lease.id, lease.attempt)]
+        return {mid.decode() for mid in await self._script("cancelling", "", *args)}
+
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters (of ``queue``, or of every queue), oldest first."""
+        if limit <= 0:
+            return []
+        flat = await self._script("dead_letters", "", queue or "", limit)
+        return [
+            DeadLetter(
+                flat[i].decode(),
+                flat[i + 1].decode(),
+                flat[i + 2].decode(),
+                flat[i + 3].decode(),
+                _seconds(flat[i + 4]),
+                flat[i + 5],
+            )
+            for i in range(0, len(flat), 6)
+        ]
+
+    async def requeue(self, ids: Collection[str]) -> int:
+        """Move dead letters back to pending with fresh counts and forget their outcomes.
+
+        Returns how many were requeued; ids without a dead letter are ignored.
+        """
+        if not ids:
+            return 0
+        count: int = await self._script("requeue", self._token(), *ids)
+        return count
+
+    async def purge_dead(self, ids: Collection[str] | None = None) -> int:
+        """Delete the dead letters ``ids`` (all when None); returns how many."""
+        if ids is not None:
+            if not ids:
+                return 0
+            count: int = await self._script("purge_dead", "", "ids", *ids)
+            return count
+        total = 0
+        while True:
+            count = await self._script("purge_dead", "", "all", CHUNK)
+            total += count
+            if count < CHUNK:
+                return total
+
+    async def purge(self, queue: str) -> int:
+        """Delete the waiting, scheduled and pending messages of ``queue``; returns how many.
+
+        Deletes ``CHUNK`` messages per script call, so the server is never blocked for long.
+        """
+        total = 0
+        while True:
+            count: int = await self._script("purge", "", queue, CHUNK)
+            total += count
+            if count < CHUNK:
+                return total
+
+    async def inspect(self, id: str) -> MessageInfo | None:
+        """All that is known of one id (message, stored outcome, dead letter), or None."""
+        now, m, stored, d = await self._script("inspect", "", id)
+        result = codec.decode_result_record(stored) if stored is not None else None
+        state, queue, task, attempt, failures, due, lease_until, worker, body = m
+        if state is not None:
+            status = state.decode()
+            if status == "pending" and int(due) > now:
+                status = "scheduled"
+            return MessageInfo(
+                id,
+                status,
+                queue=queue.decode(),
+                task=task.decode(),
+                attempt=int(attempt or 0),
+                failures=int(failures or 0),
+                run_at=_seconds(int(due)),
+                lease_until=_seconds(int(lease_until)) if status == "leased" else None,
+                worker=worker.decode() if worker is not None and status == "leased" else None,
+                result=result,
+                body=body,
+            )
+        dead_queue, dead_task, reason, dead_body = d
+        if dead_queue is not None:
+            return MessageInfo(
+                id,
+                "dead",
+                queue=dead_queue.decode(),
+                task=dead_task.decode(),
+                result=result,
+                reason=reason.decode(),
+                body=dead_body,
+            )
+        if result is not None:
+            return MessageInfo(id, result.state, result=result)
+        return None
+
+    async def stats(self) -> Stats:
+        """Messages by queue and state, unexpired outcomes, dead letters, live workers."""
+        _, counts, results, dead, infos = await self._script("stats", "")
+        queues: dict[str, QueueStats] = {}
+        for i in range(0, len(counts), 6):
+            qs = QueueStats(*counts[i + 1 : i + 6])
+            if qs != QueueStats():
+                queues[counts[i].decode()] = qs
+        workers = [_worker_decoder.decode(info) for info in infos if info is not None]
+        workers.sort(key=lambda w: w.id)
+        return Stats(queues, results, dead, workers)
+
+    async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
+        """Record ``info`` as a live worker for ``ttl`` seconds (``last_seen`` = server now)."""
+        body = _json_encode(msgspec.structs.replace(info, last_seen=0.0))
+        await self._script("heartbeat", "", info.id, body, repr(float(ttl)))
+
+    async def retire(self, worker: str) -> None:
+        """Remove a worker's record."""
+        await self._script("retire", "", worker)
+
+    async def sweep(self) -> int:
+        """Delete expired results, dead letters and worker records; return how many.
+
+        Idempotency keys and results also expire on their own (``PX``); this removes what
+        indexes them. Works in chunks of ``CHUNK`` per kind and call.
+        """
+        total = 0
+        while True:
+            removed, full = await self._script("sweep", "", CHUNK)
+            total += int(removed)
+            if not full:
+                return total
+
+    # coordination ------------------------------------------------------------------------
+
+    async def lock(self, name: str, owner: str, ttl: float) -> bool:
+        """Take the named lock for ``owner`` (free, expired, or already the owner's) until
+        now + ``ttl`` seconds on the server's clock; whether ``owner`` holds it after."""
+        if ttl <= 0:
+            raise ValueError(f"a lock's ttl must be > 0 seconds, not {ttl}")
+        return bool(await self._script("lock", "", name, owner, repr(float(ttl))))
+
+    async def unlock(self, name: str, owner: str) -> None:
+        """Free the named lock at once if ``owner`` holds it; otherwise do nothing."""
+        await self._script("unlock", "", name, owner)

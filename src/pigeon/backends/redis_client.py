@@ -1,0 +1,250 @@
+"""How the Redis backend talks to the server: connections, retries and scripts.
+
+``Client`` belongs to one event loop. It keeps idle redis-py connections (made by one
+redis-py ``ConnectionPool``, which knows the URL's host, TLS, password and database) and
+uses them directly, one command at a time each: a command costs one write and one read,
+packed by hiredis, with none of redis-py's per-command bookkeeping. That matters here: the
+round trip of a send -> run -> await is several of them.
+
+A connection that fails (or whose caller is cancelled mid-command) is closed, never reused.
+Transient errors (connection refused or reset, timeouts, a server still loading its data)
+are retried with exponential backoff for up to ``RETRY_FOR`` seconds, on a fresh connection;
+whether a command is safe to repeat is the caller's business (see ``redis.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import importlib.resources
+import logging
+import time
+import weakref
+from typing import Any
+
+import hiredis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pigeon.backends.base import DEAD_LETTER_TTL
+from pigeon.errors import BackendError
+
+log = logging.getLogger("pigeon.backends.redis")
+
+#: Seconds a call keeps retrying while the server is unreachable before it raises.
+RETRY_FOR = 30.0
+#: A result with follow-ups or joins waiting on it is kept this long even when its ttl is 0.
+KEEP_FOR_DEPENDENTS = 86400.0
+#: Seconds a script's reply is remembered for a retry of the same call (which can only
+#: come within RETRY_FOR seconds of the first try).
+REPLY_TTL = RETRY_FOR + 15.0
+#: Idle connections kept for reuse; more are made while more calls are in flight.
+MAX_IDLE = 16
+
+#: Errors after which a call is retried on a new connection.
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+
+SCRIPTS = (
+    "enqueue",
+    "fetch",
+    "extend",
+    "settle",
+    "release",
+    "cancel",
+    "requeue",
+    "purge",
+    "purge_dead",
+    "dead_letters",
+    "stats",
+    "inspect",
+    "heartbeat",
+    "retire",
+    "sweep",
+    "cancelling",
+    "lock",
+    "unlock",
+)
+
+
+@functools.cache
+def script_source(name: str) -> bytes:
+    """The script as loaded: generated constants, ``common.lua``, then the script."""
+    lua = importlib.resources.files("pigeon.backends").joinpath("redis_lua")
+    header = (
+        f"local DEAD_LETTER_TTL_US = {int(DEAD_LETTER_TTL * 1_000_000)}\n"
+        f"local KEEP_FOR_DEPENDENTS = {KEEP_FOR_DEPENDENTS!r}\n"
+        f"local REPLY_TTL_MS = {int(REPLY_TTL * 1000)}\n"
+    )
+    common = lua.joinpath("common.lua").read_text(encoding="utf-8")
+    return (header + common + lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")).encode()
+
+
+@functools.cache
+def script_sha(name: str) -> bytes:
+    return hashlib.sha1(script_source(name)).hexdigest().encode()
+
+
+class Client:
+    """Commands and scripts on one server, from one event loop. See the module docstring."""
+
+    def __init__(self, pool: ConnectionPool, url: str, base: str) -> None:
+        self.pool = pool
+        self.loop = asyncio.get_running_loop()
+        self._url = url
+        self._base = base.encode()
+        self._idle: list[AbstractConnection] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self._client_ids: weakref.WeakKeyDictionary[AbstractConnection, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._closed = False
+
+    async def execute(self, *args: Any) -> Any:
+        """One command, retried on transient errors; raises BackendError past RETRY_FOR."""
+        packed = hiredis.pack_command(args)
+        delay = 0.005
+        deadline = time.monotonic() + RETRY_FOR
+        while True:
+            try:
+                return await self._once(packed)
+            except (AuthenticationError, AuthorizationError) as exc:
+                raise BackendError(f"Redis {self._url}: {exc}") from None  # no use retrying
+            except TRANSIENT as exc:
+                # The server restarted or dropped its clients: the idle connections are
+                # most likely dead too, so none of them is tried next.
+                await self._drop_idle()
+                if self._closed:
+                    raise BackendError(f"Redis {self._url}: the backend is closed") from None
+                if time.monotonic() > deadline:
+                    raise BackendError(
+                        f"Redis {self._url} unreachable for {RETRY_FOR:.0f}s: {exc}"
+                    ) from None
+                log.warning("Redis %s: %s; retrying in %.3fs", self._url, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except NoScriptError:
+                raise
+            except RedisError as exc:
+                raise BackendError(f"Redis {self._url}: {exc}") from None
+
+    async def script(self, name: str, *args: Any) -> Any:
+        """Run one script by SHA (loading it again if the server forgot it: a restart)."""
+        try:
+            return await self.execute(b"EVALSHA", script_sha(name), 1, self._base, *args)
+        except NoScriptError:
+            await self.execute(b"SCRIPT", b"LOAD", script_source(name))
+            return await self.execute(b"EVALSHA", script_sha(name), 1, self._base, *args)
+
+    async def script_when_woken(
+        self, keys: list[bytes], block: float, blocked: list[int], name: str, *args: Any
+    ) -> Any:
+        """``BLPOP keys block`` and the script, sent together on one connection: the script
+        runs on the server as soon as the BLPOP is served (a token pushed, or ``block``
+        seconds gone), with no round trip in between. Returns the script's reply.
+
+        The connection's client id goes into ``blocked`` before it blocks: ``unblock`` it
+        to end the wait at once (the script still runs). Not retried: after a transient
+        error (or NOSCRIPT) the script may or may not have run, so the caller decides
+        (``fetch`` runs it again with the same token).
+        """
+        blpop: tuple[Any, ...] = (b"BLPOP", *keys, f"{max(block, 0.001):.3f}".encode())
+        evalsha: tuple[Any, ...] = (b"EVALSHA", script_sha(name), 1, self._base, *args)
+        try:
+            conn = await self._connected()
+        except (AuthenticationError, AuthorizationError) as exc:
+            raise BackendError(f"Redis {self._url}: {exc}") from None
+        reusable = False
+        try:
+            client_id = self._client_ids.get(conn)
+            if client_id is None:
+                await conn.send_packed_command(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n")
+                try:
+                    client_id = int(await conn.read_response())
+                except ResponseError:  # an ACL without CLIENT: the wait cannot be cut short
+                    client_id = -1
+                self._client_ids[conn] = client_id
+            if client_id >= 0:
+                blocked.append(client_id)
+            await conn.send_packed_command(
+                hiredis.pack_command(blpop) + hiredis.pack_command(evalsha), check_health=False
+            )
+            await conn.read_response()  # the token, or nil: the script runs either way
+            try:
+                reply = await conn.read_response()
+            except ResponseError:
+                reusable = True
+                raise
+            reusable = True
+            return reply
+        finally:
+            self._put_back(conn, reusable)
+
+    async def unblock(self, client_id: int) -> None:
+        """End the BLPOP of connection ``client_id`` now, as if its time had run out (if
+        that fails, it ends when its time runs out)."""
+        try:
+            await self.execute(b"CLIENT", b"UNBLOCK", client_id)
+        except BackendError as exc:
+            log.warning("Redis %s: could not end a blocked fetch early: %s", self._url, exc)
+
+    async def load_scripts(self) -> None:
+        for name in SCRIPTS:
+            await self.execute(b"SCRIPT", b"LOAD", script_source(name))
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._drop_idle()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.disconnect(nowait=True)
+
+    async def _once(self, packed: bytes) -> Any:
+        conn = await self._connected()
+        reusable = False
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            try:
+                reply = await conn.read_response()
+            except ResponseError:
+                reusable = True  # an error reply: the connection itself is fine
+                raise
+            reusable = True
+            return reply
+        finally:
+            self._put_back(conn, reusable)
+
+    async def _connected(self) -> AbstractConnection:
+        conn: AbstractConnection = (
+            self._idle.pop() if self._idle else self.pool.make_connection()  # type: ignore[no-untyped-call]
+        )
+        if not conn.is_connected:
+            self._client_ids.pop(conn, None)  # a new connection has a new client id
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+            except BaseException:
+                self._put_back(conn, False)
+                raise
+        return conn
+
+    def _put_back(self, conn: AbstractConnection, reusable: bool) -> None:
+        if reusable and not self._closed and len(self._idle) < MAX_IDLE:
+            self._idle.append(conn)
+            return
+        # Failed, or cancelled mid-command: its reply may still come, so it can never
+        # carry another command.
+        self._client_ids.pop(conn, None)
+        task = self.loop.create_task(conn.disconnect(nowait=True))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)

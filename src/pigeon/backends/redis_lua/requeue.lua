@@ -1,0 +1,35 @@
+-- requeue: move dead letters back to pending with fresh counts; forget their outcomes.
+-- ARGV[2..]: ids. Returns how many were requeued.
+
+local previous = replay()
+if previous then
+  return tonumber(previous)
+end
+
+local count = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local letter = B .. 'd:' .. id
+  local d = redis.call('HMGET', letter, 'q', 't', 'b', 'p', 'll', 'md', 'ex', 'ttl')
+  if d[1] then
+    local queue = d[1]
+    redis.call('DEL', letter, B .. 'r:' .. id)
+    redis.call('ZREM', B .. 'dead', id)
+    redis.call('ZREM', B .. 'dq:' .. queue, id)
+    redis.call('ZREM', B .. 'results', id)
+    local key = B .. 'm:' .. id
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('HSET', key, 'st', 'pending', 'q', queue, 't', d[2], 'p', d[4], 'due', NOW,
+        'll', d[5], 'md', d[6], 'ttl', d[8], 'b', d[3])
+      if d[7] then
+        redis.call('HSET', key, 'ex', d[7])
+      end
+      place(id, queue, tonumber(d[4]), NOW)
+      redis.call('SADD', B .. 'queues', queue)
+    end
+    count = count + 1
+  end
+end
+publish()
+remember(num(count))
+return count

@@ -1,0 +1,208 @@
+"""The Redis server crashes and restarts, or drops every client connection, while 2,000 tasks
+run through a real worker process: no accepted task is lost, and each promise resolves once.
+
+Each test runs its own ``redis-server`` (a free port, a temporary directory, append-only file
+with ``appendfsync always``: the setting under which the docs promise that nothing accepted is
+lost), so crashing it or killing its clients disturbs nobody else. The server is stopped
+whatever the outcome of the test.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import pigeon
+from tests.chaos import chaos_app
+from tests.chaos.jepsen import TABLES, History, check
+from tests.processes import Workers, eventually
+
+TASKS = 2000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A private redis-server: started, crashed (SIGKILL) and restarted on one port and one
+    data directory, so a restart finds what the crash left on disk."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0?prefix=pigeon-chaos"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "yes",
+                "--appendfsync", "always",
+                "--dir", str(self.directory),
+                "--logfile", str(self.directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        eventually(self.answers, f"redis-server on port {self.port} to answer", timeout=20)
+
+    def answers(self) -> bool:
+        try:
+            with self.control() as client:
+                return bool(client.ping())  # LOADING (replaying the AOF) raises
+        except redis.RedisError:
+            return False
+
+    def control(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def crash(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        reason = "redis-server is not installed"
+        if os.environ.get("CI", "").lower() in {"true", "1"}:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = RedisServer(binary, tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Path:
+    return tmp_path / "history.log"
+
+
+@pytest.fixture
+def app(server: RedisServer) -> Iterator[pigeon.App]:
+    app = chaos_app.register(pigeon.App(server.url))
+    yield app
+    app.close_sync()
+
+
+@pytest.fixture
+def workers(server: RedisServer, history: Path) -> Iterator[Workers]:
+    w = Workers(server.url, "tests.chaos.chaos_app:app", {"PIGEON_CHAOS_LOG": str(history)})
+    yield w
+    w.stop_all()
+
+
+def run_with_faults(
+    app: pigeon.App, workers: Workers, history: Path, faults: dict[int, Callable[[], Any]]
+) -> tuple[list[Any], History]:
+    """Send TASKS tasks from this process (each acknowledged once stored) to a worker
+    process, starting ``faults[i]`` in a thread of its own just after send ``i``, while
+    another thread awaits each promise in turn (so waits span the faults too). Returns the
+    promises and what the worker ran."""
+    worker = workers.start("-c", "50")
+    keyed = app.tasks["chaos.keyed"]
+    promises: list[Any] = []
+    sent: queue.Queue[Any] = queue.Queue()
+    values: list[Any] = []
+
+    def await_each() -> None:
+        for _ in range(TASKS):
+            values.append(sent.get(timeout=60).result(timeout=60))
+
+    waiter = threading.Thread(target=await_each)
+    waiter.start()
+    threads = [waiter]
+    try:
+        for i in range(TASKS):
+            promise = keyed.send(i)  # returns once the message is stored
+            promises.append(promise)
+            sent.put(promise)
+            if i in faults:
+                thread = threading.Thread(target=faults[i])
+                thread.start()
+                threads.append(thread)
+    finally:
+        for thread in threads:
+            thread.join(90)
+    assert [v["n"] for v in values] == list(range(TASKS)), "a promise did not resolve"
+    assert worker.poll() is None, "the worker died instead of reconnecting"
+    return promises, History.read(history)
+
+
+def assert_nothing_lost(
+    app: pigeon.App, promises: list[Any], history: History, faults: int, title: str
+) -> None:
+    sent = [p.id for p in promises]
+    outcomes = app.backend_call_sync(lambda b: b.results(sent))
+    verdict = check(sent, history, outcomes, faults)
+    TABLES.append(verdict.table(title))
+    assert not verdict.lost, f"lost: {verdict.lost[:5]}"
+    assert not verdict.unexpected, f"unexpected: {verdict.unexpected[:5]}"
+    assert not verdict.stale, f"stale outcomes: {verdict.stale[:5]}"
+    assert verdict.ok == TASKS
+    stats = app.backend_call_sync(lambda b: b.stats())
+    assert stats.queues.get("default", pigeon.message.QueueStats()) == pigeon.message.QueueStats()
+    assert stats.dead == 0
+
+
+def test_server_crash_and_restart_mid_run_loses_no_accepted_task(
+    server: RedisServer, app: pigeon.App, workers: Workers, history: Path
+) -> None:
+    def crash_and_restart() -> None:
+        server.crash()
+        time.sleep(0.5)  # down for a while: sends and the worker's calls must wait it out
+        server.start()
+
+    promises, ran = run_with_faults(
+        app, workers, history, {600: crash_and_restart, 1400: crash_and_restart}
+    )
+
+    assert_nothing_lost(app, promises, ran, 2, "redis: server crashed and restarted twice")
+
+
+def test_every_client_connection_dropped_mid_run_loses_no_accepted_task(
+    server: RedisServer, app: pigeon.App, workers: Workers, history: Path
+) -> None:
+    def drop_every_connection() -> None:
+        with server.control() as control:
+            control.execute_command("CLIENT", "KILL", "TYPE", "normal")
+            control.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+
+    faults = dict.fromkeys((300, 800, 1300, 1800), drop_every_connection)
+    promises, ran = run_with_faults(app, workers, history, faults)
+
+    assert_nothing_lost(app, promises, ran, len(faults), "redis: every connection dropped")
