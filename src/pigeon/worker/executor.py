@@ -164,24 +164,35 @@ class Executor:
     ) -> Any:
         token = _current.set(current)
         try:
+            if timeout is None:  # most tasks: skip the timeout's bookkeeping on the hot path
+                return await self._call(task, args, kwargs, cancellation)
             async with asyncio.timeout(timeout):
-                if task.is_async:
-                    if cancellation is None:
-                        return await task.fn(*args, **kwargs)
-                    return await _cancellable(task.fn(*args, **kwargs), cancellation)
-                ctx = contextvars.copy_context()
-                call = functools.partial(ctx.run, task.fn, *args, **kwargs)
-                self.threads_busy += 1
-                try:
-                    return await asyncio.get_running_loop().run_in_executor(self._pool, call)
-                finally:
-                    self.threads_busy -= 1
+                return await self._call(task, args, kwargs, cancellation)
         except TimeoutError as exc:
             raise TaskTimeout(
                 f"{task.name} did not finish within its timeout of {timeout} s"
             ) from exc
         finally:
             _current.reset(token)
+
+    async def _call(
+        self,
+        task: Task[Any, Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        cancellation: Cancellation | None,
+    ) -> Any:
+        if task.is_async:
+            if cancellation is None:
+                return await task.fn(*args, **kwargs)
+            return await _cancellable(task.fn(*args, **kwargs), cancellation)
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, task.fn, *args, **kwargs)
+        self.threads_busy += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        finally:
+            self.threads_busy -= 1
 
     def _failed(self, d: Delivery, m: Message, task: Task[Any, Any], exc: Exception) -> Outcome:
         error = Failure(
