@@ -24,7 +24,9 @@ from pigeon.message import Result
 log = logging.getLogger("pigeon.backends.postgres")
 
 #: What asyncpg raises when the server or the connection fails.
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+#: What a lost or broken connection can raise. InternalClientError is asyncpg's word for a
+#: pooled connection whose session the server terminated before the client noticed.
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 
 
 def stored_result(body: bytes, settled_at: float) -> Result:
