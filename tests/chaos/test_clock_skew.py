@@ -18,11 +18,6 @@ SKEW = 300.0  # five minutes
 
 
 @pytest.fixture
-def history(tmp_path: Path) -> Path:
-    return tmp_path / "history.log"
-
-
-@pytest.fixture
 def app(shared_url: str) -> Iterator[pigeon.App]:
     app = chaos_app.register(pigeon.App(shared_url))
     yield app

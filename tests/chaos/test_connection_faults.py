@@ -24,14 +24,13 @@ from urllib.parse import urlsplit
 import pytest
 
 import pigeon
-from tests.chaos import chaos_app
+from tests.chaos.conftest import PROXIED_CONCURRENCY
 from tests.chaos.harness import Awaiter, Crew, Sender, elapsed, report, settled, stored_twice
 from tests.chaos.jepsen import History, check
 from tests.chaos.tcp_proxy import TcpProxy
-from tests.processes import Workers, eventually
+from tests.processes import eventually
 from tests.servers import (
     BACKEND_URLS,
-    DEFAULT_PORTS,
     cleanup,
     make_url,
     require_server,
@@ -39,7 +38,7 @@ from tests.servers import (
 )
 
 TASKS = 1000
-CONCURRENCY = 8
+CONCURRENCY = PROXIED_CONCURRENCY
 #: Faults, by the number of sends acknowledged when each is injected.
 RESETS_AT = (150, 300, 600, 800)
 STALL_AT = 450
@@ -65,36 +64,6 @@ def server_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     asyncio.run(cleanup(url))
 
 
-@pytest.fixture
-def proxy(server_url: str) -> Iterator[TcpProxy]:
-    parts = urlsplit(server_url)
-    assert parts.hostname is not None
-    port = parts.port or DEFAULT_PORTS[parts.scheme]
-    with TcpProxy(parts.hostname, port, lifetime=120) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def history(tmp_path: Path) -> Path:
-    return tmp_path / "history.log"
-
-
-@pytest.fixture
-def app(proxy: TcpProxy, server_url: str) -> Iterator[pigeon.App]:
-    app = chaos_app.register(pigeon.App(proxy.rewrite(server_url)))
-    yield app
-    app.close_sync()
-
-
-@pytest.fixture
-def crew(proxy: TcpProxy, server_url: str, history: Path, tmp_path: Path) -> Iterator[Crew]:
-    env = {"PIGEON_CHAOS_LOG": str(history)}
-    workers = Workers(proxy.rewrite(server_url), "tests.chaos.chaos_app:app", env)
-    crew = Crew(workers, ("-c", str(CONCURRENCY), "--no-scheduler"), tmp_path)
-    yield crew
-    workers.stop_all()
-
-
 def inject_faults(
     proxy: TcpProxy, sender: Sender, crew: Crew, done: list[str], over: threading.Event
 ) -> None:
@@ -116,21 +85,23 @@ def inject_faults(
 
 
 def test_connection_resets_and_a_stall_lose_and_double_nothing(
-    server_url: str, proxy: TcpProxy, app: pigeon.App, crew: Crew, history: Path
+    server_url: str, proxy: TcpProxy, proxied_app: pigeon.App, proxied_crew: Crew, history: Path
 ) -> None:
     started = time.monotonic()
-    crew.start(2)
+    proxied_crew.start(2)
     eventually(
-        lambda: len(app.backend_call_sync(lambda b: b.stats(), timeout=10).workers) == 2,
+        lambda: len(proxied_app.backend_call_sync(lambda b: b.stats(), timeout=10).workers) == 2,
         "both workers to record a heartbeat",
         timeout=30,
         interval=0.1,
     )
-    sender = Sender(app, "chaos.work")
-    awaiter = Awaiter(app)
+    sender = Sender(proxied_app, "chaos.work")
+    awaiter = Awaiter(proxied_app)
     faults: list[str] = []
     over = threading.Event()
-    injector = threading.Thread(target=inject_faults, args=(proxy, sender, crew, faults, over))
+    injector = threading.Thread(
+        target=inject_faults, args=(proxy, sender, proxied_crew, faults, over)
+    )
     injector.start()
     rng = random.Random(11)
     try:
@@ -141,8 +112,8 @@ def test_connection_resets_and_a_stall_lose_and_double_nothing(
         injector.join(60)
     assert len(faults) == len(RESETS_AT) + 1, f"faults injected: {faults}"
     awaiter.finish(60)
-    outcomes = settled(app, sender.acknowledged, 60, crew.replace_dead)
-    crew.replace_dead()
+    outcomes = settled(proxied_app, sender.acknowledged, 60, proxied_crew.replace_dead)
+    proxied_crew.replace_dead()
 
     ran = History.read(history)
     verdict = check(sender.acknowledged, ran, outcomes, len(faults))
@@ -151,7 +122,7 @@ def test_connection_resets_and_a_stall_lose_and_double_nothing(
         *faults,
         *sender.notes(),
         f"proxy connections accepted: {proxy.accepted} (reconnections included)",
-        f"worker deaths: {', '.join(crew.deaths) or 'none'}; run took {elapsed(started)}",
+        f"worker deaths: {', '.join(proxied_crew.deaths) or 'none'}; run took {elapsed(started)}",
     ]
     report(verdict, f"{scheme}: 2 workers + sender through a TCP proxy, resets and a stall", notes)
     assert not sender.leaked, f"sends raised other than BackendError: {sender.leaked[:3]}"
@@ -161,7 +132,9 @@ def test_connection_resets_and_a_stall_lose_and_double_nothing(
     # At-least-once: only what a worker held when a fault hit may run twice.
     assert len(verdict.duplicated) <= len(faults) * 2 * CONCURRENCY
     assert not stored_twice(ran), f"stored again after settling: {stored_twice(ran)[:5]}"
-    assert not crew.deaths, f"workers died: {crew.deaths}\n{crew.log_tail()}"
-    stats = app.backend_call_sync(lambda b: b.stats(), timeout=10)
+    assert not proxied_crew.deaths, (
+        f"workers died: {proxied_crew.deaths}\n{proxied_crew.log_tail()}"
+    )
+    stats = proxied_app.backend_call_sync(lambda b: b.stats(), timeout=10)
     assert stats.queues.get("default", pigeon.message.QueueStats()) == pigeon.message.QueueStats()
     assert stats.dead == 0

@@ -29,15 +29,15 @@ import pigeon
 from pigeon.backends.postgres import PostgresBackend
 from pigeon.errors import BackendError
 from pigeon.message import Message, new_id
-from tests.chaos import chaos_app
+from tests.chaos.conftest import PROXIED_CONCURRENCY
 from tests.chaos.harness import Awaiter, Crew, Sender, elapsed, report, settled, stored_twice
 from tests.chaos.jepsen import History, check
 from tests.chaos.tcp_proxy import TcpProxy
-from tests.processes import Workers, eventually
+from tests.processes import eventually
 from tests.servers import BACKEND_URLS, cleanup, make_url, require_server, scheme_of
 
 TASKS = 2000
-CONCURRENCY = 8
+CONCURRENCY = PROXIED_CONCURRENCY
 #: A round of terminations every this many acknowledged sends.
 EVERY = 150
 
@@ -50,47 +50,18 @@ WHERE client_addr = '127.0.0.1' AND client_port = ANY($1::int[])
 
 
 @pytest.fixture(params=[u for u in BACKEND_URLS if scheme_of(u) == "postgresql"], ids=scheme_of)
-def postgres_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def server_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = make_url(request.param, tmp_path)
     require_server(url)
     yield url
     asyncio.run(cleanup(url))
 
 
-@pytest.fixture
-def proxy(postgres_url: str) -> Iterator[TcpProxy]:
-    parts = urlsplit(postgres_url)
-    assert parts.hostname is not None
-    with TcpProxy(parts.hostname, parts.port or 5432, lifetime=120) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def history(tmp_path: Path) -> Path:
-    return tmp_path / "history.log"
-
-
-@pytest.fixture
-def app(proxy: TcpProxy, postgres_url: str) -> Iterator[pigeon.App]:
-    app = chaos_app.register(pigeon.App(proxy.rewrite(postgres_url)))
-    yield app
-    app.close_sync()
-
-
-@pytest.fixture
-def crew(proxy: TcpProxy, postgres_url: str, history: Path, tmp_path: Path) -> Iterator[Crew]:
-    env = {"PIGEON_CHAOS_LOG": str(history)}
-    workers = Workers(proxy.rewrite(postgres_url), "tests.chaos.chaos_app:app", env)
-    crew = Crew(workers, ("-c", str(CONCURRENCY), "--no-scheduler"), tmp_path)
-    yield crew
-    workers.stop_all()
-
-
 class Terminator:
     """Terminates, from a direct connection, the sessions behind the proxy's connections."""
 
-    def __init__(self, postgres_url: str, proxy: TcpProxy) -> None:
-        self.dsn = postgres_url.split("?", 1)[0]
+    def __init__(self, server_url: str, proxy: TcpProxy) -> None:
+        self.dsn = server_url.split("?", 1)[0]
         self.proxy = proxy
         self.rounds = 0
         self.sessions = 0
@@ -129,21 +100,23 @@ def terminate_while_sending(
 
 
 def test_terminated_sessions_lose_no_accepted_task(
-    postgres_url: str, proxy: TcpProxy, app: pigeon.App, crew: Crew, history: Path
+    server_url: str, proxy: TcpProxy, proxied_app: pigeon.App, proxied_crew: Crew, history: Path
 ) -> None:
     started = time.monotonic()
-    crew.start(2)
+    proxied_crew.start(2)
     eventually(
-        lambda: len(app.backend_call_sync(lambda b: b.stats(), timeout=10).workers) == 2,
+        lambda: len(proxied_app.backend_call_sync(lambda b: b.stats(), timeout=10).workers) == 2,
         "both workers to record a heartbeat",
         timeout=30,
         interval=0.1,
     )
-    sender = Sender(app, "chaos.work")
-    awaiter = Awaiter(app)
-    terminator = Terminator(postgres_url, proxy)
+    sender = Sender(proxied_app, "chaos.work")
+    awaiter = Awaiter(proxied_app)
+    terminator = Terminator(server_url, proxy)
     over = threading.Event()
-    killer = threading.Thread(target=terminate_while_sending, args=(terminator, sender, crew, over))
+    killer = threading.Thread(
+        target=terminate_while_sending, args=(terminator, sender, proxied_crew, over)
+    )
     killer.start()
     rng = random.Random(13)
     try:
@@ -154,21 +127,21 @@ def test_terminated_sessions_lose_no_accepted_task(
         killer.join(60)
     assert terminator.rounds == len(range(EVERY, TASKS, EVERY))
     awaiter.finish(60)
-    outcomes = settled(app, sender.acknowledged, 60, crew.replace_dead)
-    crew.replace_dead()
+    outcomes = settled(proxied_app, sender.acknowledged, 60, proxied_crew.replace_dead)
+    proxied_crew.replace_dead()
 
     ran = History.read(history)
     verdict = check(sender.acknowledged, ran, outcomes, terminator.rounds)
     lost_listens = sum(
         path.read_text(errors="replace").count("the listening connection was lost")
-        for path in Path(crew.logs).glob("worker-*.log")
+        for path in Path(proxied_crew.logs).glob("worker-*.log")
     )
     notes = [
         f"pg_terminate_backend: {terminator.sessions} sessions in {terminator.rounds} rounds"
         f" (every {EVERY} sends), {terminator.listeners} of them LISTENing",
         f"workers that saw their LISTEN connection go: {lost_listens} times",
         *sender.notes(),
-        f"worker deaths: {', '.join(crew.deaths) or 'none'}; run took {elapsed(started)}",
+        f"worker deaths: {', '.join(proxied_crew.deaths) or 'none'}; run took {elapsed(started)}",
     ]
     report(verdict, "postgresql: pigeon's sessions terminated during 2,000 tasks", notes)
     assert not sender.leaked, f"sends raised other than BackendError: {sender.leaked[:3]}"
@@ -179,19 +152,21 @@ def test_terminated_sessions_lose_no_accepted_task(
     # runs twice only if its worker lost a lease (a fetch whose reply was lost runs nothing).
     assert len(verdict.duplicated) <= terminator.rounds * 2 * CONCURRENCY
     assert not stored_twice(ran), f"stored again after settling: {stored_twice(ran)[:5]}"
-    assert not crew.deaths, f"workers died: {crew.deaths}\n{crew.log_tail()}"
-    stats = app.backend_call_sync(lambda b: b.stats(), timeout=10)
+    assert not proxied_crew.deaths, (
+        f"workers died: {proxied_crew.deaths}\n{proxied_crew.log_tail()}"
+    )
+    stats = proxied_app.backend_call_sync(lambda b: b.stats(), timeout=10)
     assert stats.queues.get("default", pigeon.message.QueueStats()) == pigeon.message.QueueStats()
     assert stats.dead == 0
 
 
-async def test_a_terminated_session_fails_a_send_with_backend_error_only(postgres_url: str) -> None:
+async def test_a_terminated_session_fails_a_send_with_backend_error_only(server_url: str) -> None:
     """Directly (no proxy): the backend's sessions are terminated while four senders
     enqueue. A send may fail, but only with BackendError, the documented transient error
     (the test above meets the same through the App)."""
-    backend = PostgresBackend(postgres_url)
+    backend = PostgresBackend(server_url)
     await backend.open()
-    schema = urlsplit(postgres_url).query.partition("schema=")[2]
+    schema = urlsplit(server_url).query.partition("schema=")[2]
     failures: Counter[str] = Counter()
     attempts = 0
     stop = asyncio.Event()
@@ -210,7 +185,7 @@ async def test_a_terminated_session_fails_a_send_with_backend_error_only(postgre
                 failures[f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"] += 1
             attempts += 1
 
-    admin = await asyncpg.connect(postgres_url.split("?", 1)[0], timeout=10)
+    admin = await asyncpg.connect(server_url.split("?", 1)[0], timeout=10)
     senders = [asyncio.create_task(send()) for _ in range(4)]
     try:
         async with asyncio.timeout(30):

@@ -108,11 +108,6 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def history(tmp_path: Path) -> Path:
-    return tmp_path / "history.log"
-
-
-@pytest.fixture
 def app(server: RedisServer) -> Iterator[pigeon.App]:
     app = chaos_app.register(pigeon.App(server.url))
     yield app

@@ -50,11 +50,6 @@ def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def history(tmp_path: Path) -> Path:
-    return tmp_path / "history.log"
-
-
-@pytest.fixture
 def journal(tmp_path: Path) -> Journal:
     return Journal(tmp_path / "journal.log")
 

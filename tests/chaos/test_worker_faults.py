@@ -22,11 +22,6 @@ CONCURRENCY = 4
 
 
 @pytest.fixture
-def history(tmp_path: Path) -> Path:
-    return tmp_path / "history.log"
-
-
-@pytest.fixture
 def app(shared_url: str) -> Iterator[pigeon.App]:
     app = chaos_app.register(pigeon.App(shared_url))
     yield app
