@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,24 @@ def test_random_worker_sigkills_lose_nothing(
     assert verdict.ok == len(sent)  # exactly one visible outcome each, all succeeded
 
 
+def pause_outside_a_write(proc: subprocess.Popen[bytes], app: pigeon.App) -> None:
+    """SIGSTOP ``proc`` at a moment it holds no write transaction.
+
+    A SQLite writer paused inside its transaction (an extend, a heartbeat) holds the
+    database's one write lock until it resumes, so nobody else could take the lease over:
+    a limit of SQLite itself, not what this test is about. Probe with a write; if it
+    cannot get through, let the process go on for a moment and pause it again."""
+    for _ in range(10):
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            app.backend_call_sync(lambda b: b.lock("pause-probe", "test", 1.0), timeout=1.0)
+            return
+        except pigeon.Timeout:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+    raise AssertionError("could not pause the worker outside a write transaction")
+
+
 def test_a_paused_worker_past_its_lease_cannot_overwrite_the_outcome(
     app: pigeon.App, workers: Workers, history: Path, shared_url: str
 ) -> None:
@@ -89,7 +108,7 @@ def test_a_paused_worker_past_its_lease_cannot_overwrite_the_outcome(
     work = app.tasks["chaos.work"]
     promise = work.send(400)  # runs 0.4 s under a 1 s lease
     eventually(lambda: History.read(history).starts.get(promise.id), "the task to start")
-    paused.send_signal(signal.SIGSTOP)  # past its lease: it can neither extend nor settle
+    pause_outside_a_write(paused, app)  # past its lease: it can neither extend nor settle
     try:
         workers.start("-c", "1")  # takes the lease over once it lapses, runs attempt 2
         result = promise.result(timeout=20)
