@@ -149,6 +149,9 @@ class App:
 
     def _register(self, fn: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:
         name = options.pop("name", None) or f"{fn.__module__}.{fn.__qualname__}"
+        if not isinstance(name, str) or "\x00" in name:
+            # every backend must be able to store it: PostgreSQL text cannot hold NUL
+            raise ConfigError(f"task name {name!r}: must be a string without NUL characters")
         if options.get("queue") is None:
             options["queue"] = self.queue
         if options.get("result_ttl") is None:

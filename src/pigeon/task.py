@@ -59,8 +59,10 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     def check(self, name: str) -> None:
         """Raise ConfigError naming the option when a value cannot work."""
-        if not self.queue or not isinstance(self.queue, str):
-            raise ConfigError(f"task {name!r}: queue must be a non-empty string")
+        if not self.queue or not isinstance(self.queue, str) or "\x00" in self.queue:
+            raise ConfigError(f"task {name!r}: queue must be a non-empty string without NUL")
+        if self.key is not None and (not isinstance(self.key, str) or "\x00" in self.key):
+            raise ConfigError(f"task {name!r}: key must be a string without NUL")
         if self.retries < 0:
             raise ConfigError(f"task {name!r}: retries must be >= 0, not {self.retries}")
         if self.timeout is not None and self.timeout <= 0:

@@ -29,8 +29,8 @@ raw_bytes = st.one_of(
 bad_message = st.one_of(
     st.builds(lambda kw: ("add", msgspec.Raw(b"[]"), msgspec.Raw(kw)), raw_bytes),
     st.builds(lambda a: ("add", msgspec.Raw(a), GOOD_ARGS), raw_bytes),
-    # No NUL in names: PostgreSQL text cannot hold one, and its backend refuses such an
-    # enqueue (the whole batch) with a BackendError instead of storing it (closing note).
+    # No NUL in names: the App refuses such a task name at registration (PostgreSQL text
+    # cannot hold one), so no sender can produce it (tests/unit/test_task_options.py).
     st.builds(
         lambda name: (name, msgspec.Raw(b"[]"), GOOD_ARGS),
         st.text(

@@ -65,8 +65,8 @@ async def test_lease_runs_out_once_extending_stops(backend: Backend) -> None:
     message = make_message(lease=0.2)
     await backend.enqueue([message])
     [first] = await backend.fetch([QUEUE], 1, "w1")
+    extended_at = await backend.time()  # read before: the extend's own clock is no earlier
     assert await backend.extend([lease_of(first)]) == set()
-    extended_at = await backend.time()
 
     [second] = await fetch_eventually(backend, worker="w2")
 

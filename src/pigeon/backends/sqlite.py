@@ -220,7 +220,9 @@ VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 
 #: Seconds since the epoch by SQLite's clock (millisecond resolution).
-_NOW = "SELECT (julianday('now') - 2440587.5) * 86400.0"
+# julianday() is a day count in a double (~40 µs granularity at today's dates): round
+# to SQLite's own millisecond resolution so equal instants compare equal.
+_NOW = "SELECT round((julianday('now') - 2440587.5) * 86400000.0) / 1000.0"
 _RESULTS = """
 SELECT body FROM results WHERE id IN (SELECT value FROM json_each(?1)) AND expires_at > ?2
 """
