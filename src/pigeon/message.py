@@ -242,3 +242,61 @@ class Stats(msgspec.Struct):
     results: int
     dead: int
     workers: list[WorkerInfo]
+
+
+class Take(msgspec.Struct, frozen=True, array_like=True):
+    """One request for a start slot from the rate-limit bucket ``bucket`` (``take``).
+
+    ``interval`` is the time between two starts (1 / rate, seconds); ``burst`` how many may
+    start back to back; ``hold`` the furthest ahead (seconds) a slot may be reserved.
+    """
+
+    bucket: str
+    interval: float
+    burst: int = 1
+    hold: float = 0.0
+
+
+class Slot(msgspec.Struct, frozen=True, array_like=True):
+    """One of ``limit`` leased places of the concurrency limit ``name``, held by ``holder``
+    (a message id and attempt) for ``ttl`` seconds unless renewed (``acquire``)."""
+
+    name: str
+    holder: str
+    limit: int = 1
+    ttl: float = 30.0
+
+
+class Progress(msgspec.Struct, frozen=True, omit_defaults=True):
+    """How far a running message has got, as its task last reported (``report``).
+
+    ``fraction`` is 0.0-1.0, or None when the task only says what it is doing; ``at`` is the
+    reporting worker's clock (epoch seconds).
+    """
+
+    id: str
+    fraction: float | None = None
+    text: str = ""
+    at: float = 0.0
+
+
+EventKind = Literal[
+    "sent", "started", "retried", "succeeded", "failed", "cancelled", "dead", "released"
+]
+
+
+class Event(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One thing that happened to a message, for monitoring (``app.events()``).
+
+    ``at`` is the publisher's clock (epoch seconds); ``error`` is ``Type: message`` for
+    retried, failed and dead events; ``worker`` is the worker's id for worker events.
+    """
+
+    kind: EventKind
+    id: str
+    task: str = ""
+    queue: str = ""
+    at: float = 0.0
+    attempt: int = 0
+    worker: str = ""
+    error: str = ""

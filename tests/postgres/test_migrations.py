@@ -13,7 +13,17 @@ from pigeon import codec
 from pigeon.backends.postgres import PostgresBackend, latest_version, migrations
 from pigeon.cli import cli
 from pigeon.errors import ConfigError
-from pigeon.message import Failure, Message, Outcome, Result, new_id
+from pigeon.message import (
+    Event,
+    Failure,
+    Message,
+    Outcome,
+    Progress,
+    Result,
+    Slot,
+    Take,
+    new_id,
+)
 
 from .conftest import schema_of, server_dsn
 
@@ -124,6 +134,18 @@ async def test_upgrade_from_the_first_schema_version_keeps_the_data_and_every_op
         error = Failure("E", "late")
         assert await backend.settle([Outcome(delivery.id, 1, "failed", error=error)]) == [True]
         assert (await backend.results([pending.id]))[pending.id].error == error
+
+        # What later versions added: limits, progress, events.
+        assert await backend.take([Take("bucket", 10.0), Take("bucket", 10.0)]) == [0.0, 10.0]
+        assert await backend.acquire([Slot("limit", "a"), Slot("limit", "b")]) == [True, False]
+        await backend.report([Progress(pending.id, 0.5, "half")], ttl=60)
+        assert await backend.progress([pending.id]) == {
+            pending.id: Progress(pending.id, 0.5, "half")
+        }
+        cursor, _ = await backend.read_events(None)
+        await backend.publish([Event("sent", pending.id)])
+        assert (await backend.read_events(cursor))[1] == [Event("sent", pending.id)]
+        assert await backend.release([], delay=1.0) == 0
     finally:
         await backend.close()
 

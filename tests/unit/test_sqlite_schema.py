@@ -10,7 +10,11 @@ import pytest
 
 from pigeon.backends.sqlite import SCHEMA_VERSION, SQLiteBackend
 from pigeon.errors import ConfigError
-from pigeon.message import Message, new_id
+from pigeon.message import Event, Message, Progress, Slot, Take, new_id
+
+#: The tables each schema version added after version 1.
+ADDED_IN_2 = ("locks",)
+ADDED_IN_3 = ("buckets", "slots", "progress", "events")
 
 
 def user_version(db: Path) -> int:
@@ -27,14 +31,48 @@ async def test_a_version_1_database_is_upgraded_on_open_and_keeps_its_messages(
     await backend.enqueue([message])
     await backend.close()
     with sqlite3.connect(db) as conn:  # what pigeon 0.1 (schema version 1) made
-        conn.execute("DROP TABLE locks")
+        for table in ADDED_IN_2 + ADDED_IN_3:
+            conn.execute(f"DROP TABLE {table}")
         conn.execute("PRAGMA user_version = 1")
 
     upgraded = SQLiteBackend(f"sqlite:///{db}")
     try:
         await upgraded.open()
-        assert user_version(db) == SCHEMA_VERSION == 2
+        assert user_version(db) == SCHEMA_VERSION == 3
         assert await upgraded.lock("leader", "a", 30) is True
+        assert await upgraded.take([Take("b", 1.0)]) == [0.0]
+        [delivery] = await upgraded.fetch(["q"], 1, "w")
+        assert delivery.id == message.id
+    finally:
+        await upgraded.close()
+
+
+async def test_a_version_2_database_is_upgraded_on_open_and_keeps_its_messages(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "pigeon.db"
+    backend = SQLiteBackend(f"sqlite:///{db}")
+    message = Message(new_id(), "t", "q")
+    await backend.enqueue([message])
+    assert await backend.lock("leader", "a", 30) is True
+    await backend.close()
+    with sqlite3.connect(db) as conn:  # what a schema version 2 pigeon made
+        for table in ADDED_IN_3:
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("PRAGMA user_version = 2")
+
+    upgraded = SQLiteBackend(f"sqlite:///{db}")
+    try:
+        await upgraded.open()
+        assert user_version(db) == SCHEMA_VERSION == 3
+        assert await upgraded.lock("leader", "b", 30) is False  # version 2's lock is kept
+        assert await upgraded.take([Take("b", 1.0)]) == [0.0]
+        assert await upgraded.acquire([Slot("s", "h")]) == [True]
+        await upgraded.report([Progress(message.id, 0.5)], ttl=60)
+        assert await upgraded.progress([message.id]) == {message.id: Progress(message.id, 0.5)}
+        cursor, _ = await upgraded.read_events(None)
+        await upgraded.publish([Event("sent", message.id)])
+        assert await upgraded.read_events(cursor) == ("1", [Event("sent", message.id)])
         [delivery] = await upgraded.fetch(["q"], 1, "w")
         assert delivery.id == message.id
     finally:

@@ -40,8 +40,10 @@ Extend, release
     ``extend(leases)`` pushes the lease deadline of each held delivery to now + the
     message's own ``lease`` (not a ``lease`` given to fetch) and returns the ids that are no
     longer held as that attempt (settled, or taken over).
-    ``release(leases)`` makes held messages pending again at once without counting a failure
-    or a lost delivery (a worker shutting down); it returns how many it released.
+    ``release(leases, delay=0.0)`` makes held messages due again ``delay`` seconds from now
+    (backend clock; at once by default) without counting a failure or a lost delivery (a
+    worker shutting down, or one deferring a message over its rate or concurrency limit);
+    it returns how many it released.
 
 Settle
     ``settle(outcomes)`` applies each outcome atomically and returns, per outcome, whether it
@@ -104,6 +106,41 @@ Coordination
     ``unlock(name, owner)`` frees the lock at once if ``owner`` holds it (expired or not);
     otherwise it does nothing. Locks need no other cleanup (an expired lock is free), and
     ``sweep`` may delete expired ones.
+
+Rate limits
+    ``take(takes)`` hands out start slots from token buckets by the generic cell rate
+    algorithm, one ``Take`` at a time in the order given, and returns for each the seconds
+    from now (backend clock) until its slot. Each bucket keeps one time ``tat`` (absent:
+    none yet). For a take at ``now`` its slot is ``wait = max(0, tat - (burst - 1) *
+    interval - now)`` seconds away (0 when the bucket is absent or ``tat`` passed). When
+    ``wait <= hold`` the slot is reserved: ``tat`` becomes ``max(tat, now) + interval``;
+    otherwise nothing changes (the caller tries again later). So starts are at least
+    ``interval`` apart beyond the first ``burst``, across every caller of the bucket.
+    A bucket whose ``tat`` has passed is the same as an absent one: ``sweep`` may delete it.
+
+Concurrency limits
+    ``acquire(slots)`` takes one place of the limit ``slot.name`` for ``slot.holder``, for
+    ``slot.ttl`` seconds on the backend's clock, one slot at a time in the order given; it
+    returns, per slot, whether the holder has a place after the call. A holder that already
+    has an unexpired place of that name keeps it (its expiry moves to now + ``ttl``: how
+    places are renewed); otherwise it gets one iff fewer than ``slot.limit`` unexpired places
+    of that name are held. ``release_slots(slots)`` gives the holders' places back at once
+    (``limit`` and ``ttl`` are ignored; an unknown one is left alone). A place whose holder
+    died runs out after its ``ttl``: ``sweep`` may delete expired places.
+
+Progress
+    ``report(progress, ttl)`` stores each ``Progress`` as the latest of its message id, kept
+    ``ttl`` seconds (a later report replaces it). ``progress(ids)`` returns the stored,
+    unexpired latest reports among ``ids``.
+
+Events
+    ``publish(events)`` appends events to one log shared by every client of the backend, in
+    the order given; the log keeps at least the newest ``EVENTS_KEPT`` events (older ones may
+    be dropped). ``read_events(after, limit, wait)`` returns ``(cursor, events)``: up to
+    ``limit`` events published after the cursor ``after``, oldest first, waiting up to
+    ``wait`` seconds for one when there is none yet, and the cursor to pass next time (an
+    opaque string; ``after=None`` starts at the end of the log: only events published after
+    the call are returned).
 """
 
 from __future__ import annotations
@@ -117,17 +154,24 @@ from urllib.parse import urlsplit, urlunsplit
 from pigeon.message import (
     DeadLetter,
     Delivery,
+    Event,
     Lease,
     Message,
     MessageInfo,
     Outcome,
+    Progress,
     Result,
+    Slot,
     Stats,
+    Take,
     WorkerInfo,
 )
 
 #: Dead letters are kept this long (seconds) unless the App says otherwise.
 DEAD_LETTER_TTL = 7 * 86400.0
+
+#: The event log keeps at least this many of the newest events.
+EVENTS_KEPT = 10_000
 
 
 @runtime_checkable
@@ -152,7 +196,7 @@ class Backend(Protocol):
     ) -> list[Delivery]: ...
     async def extend(self, leases: Sequence[Lease]) -> set[str]: ...
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]: ...
-    async def release(self, leases: Sequence[Lease]) -> int: ...
+    async def release(self, leases: Sequence[Lease], delay: float = 0.0) -> int: ...
 
     async def results(self, ids: Collection[str]) -> dict[str, Result]: ...
     async def wait(self, ids: Collection[str], timeout: float) -> dict[str, Result]: ...
@@ -173,6 +217,16 @@ class Backend(Protocol):
     async def cancelling(self, leases: Sequence[Lease]) -> set[str]: ...
     async def lock(self, name: str, owner: str, ttl: float) -> bool: ...
     async def unlock(self, name: str, owner: str) -> None: ...
+    async def take(self, takes: Sequence[Take]) -> list[float]: ...
+    async def acquire(self, slots: Sequence[Slot]) -> list[bool]: ...
+    async def release_slots(self, slots: Sequence[Slot]) -> None: ...
+
+    async def report(self, progress: Sequence[Progress], ttl: float) -> None: ...
+    async def progress(self, ids: Collection[str]) -> dict[str, Progress]: ...
+    async def publish(self, events: Sequence[Event]) -> None: ...
+    async def read_events(
+        self, after: str | None, limit: int = 1000, wait: float = 0.0
+    ) -> tuple[str, list[Event]]: ...
 
 
 @runtime_checkable

@@ -9,25 +9,30 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
+from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 
 from pigeon import codec
-from pigeon.backends.base import DEAD_LETTER_TTL, join_fired, redact
+from pigeon.backends.base import DEAD_LETTER_TTL, EVENTS_KEPT, join_fired, redact
 from pigeon.message import (
     FINAL_STATES,
     DeadLetter,
     Delivery,
+    Event,
     Failure,
     Lease,
     Message,
     MessageInfo,
     Outcome,
+    Progress,
     QueueStats,
     Result,
+    Slot,
     Stats,
+    Take,
     WorkerInfo,
 )
 
@@ -77,6 +82,11 @@ class MemoryBackend:
         self._memberships: dict[str, list[str]] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # bucket -> (tat, tat)
+        self._slots: dict[str, dict[str, float]] = {}  # name -> holder -> expiry
+        self._progress: dict[str, tuple[Progress, float]] = {}
+        self._events: deque[tuple[int, Event]] = deque(maxlen=EVENTS_KEPT)
+        self._event_seq = 0
         self._seq = 0
         self._changed: asyncio.Event | None = None
         self._changed_loop: asyncio.AbstractEventLoop | None = None
@@ -257,14 +267,14 @@ class MemoryBackend:
                 rec.lease_until = now + rec.message.lease
         return lost
 
-    async def release(self, leases: Sequence[Lease]) -> int:
+    async def release(self, leases: Sequence[Lease], delay: float = 0.0) -> int:
         now = time.time()
         count = 0
         for lease in leases:
             rec = self._held(lease)
             if rec is not None:
                 rec.worker = None
-                rec.due = now
+                rec.due = now + max(delay, 0.0)
                 self._make_due(rec, now)
                 count += 1
         if count:
@@ -499,11 +509,26 @@ class MemoryBackend:
     async def sweep(self) -> int:
         now = time.time()
         count = 0
-        for store in (self._results, self._dead, self._keys, self._workers, self._locks):
+        stores = (
+            self._results,
+            self._dead,
+            self._keys,
+            self._workers,
+            self._locks,
+            self._buckets,
+            self._progress,
+        )
+        for store in stores:
             expired = [k for k, v in store.items() if v[1] <= now]
             for k in expired:
                 del store[k]
             count += len(expired)
+        for name, holders in list(self._slots.items()):
+            for holder in [h for h, until in holders.items() if until <= now]:
+                del holders[holder]
+                count += 1
+            if not holders:
+                del self._slots[name]
         for jid in [j for j in self._joins if j not in self._msgs]:
             join = self._joins.pop(jid)
             for member in join.members:
@@ -530,3 +555,69 @@ class MemoryBackend:
         held = self._locks.get(name)
         if held is not None and held[0] == owner:
             del self._locks[name]
+
+    async def take(self, takes: Sequence[Take]) -> list[float]:
+        now = time.time()
+        waits: list[float] = []
+        for t in takes:
+            tat = self._buckets.get(t.bucket, (now, now))[0]
+            wait = max(0.0, tat - (t.burst - 1) * t.interval - now)
+            if wait <= t.hold:
+                until = max(tat, now) + t.interval
+                self._buckets[t.bucket] = (until, until)
+            waits.append(wait)
+        return waits
+
+    async def acquire(self, slots: Sequence[Slot]) -> list[bool]:
+        now = time.time()
+        got: list[bool] = []
+        for slot in slots:
+            holders = self._slots.setdefault(slot.name, {})
+            live = {h for h, until in holders.items() if until > now}
+            if slot.holder in live or len(live) < slot.limit:
+                holders[slot.holder] = now + slot.ttl
+                got.append(True)
+            else:
+                got.append(False)
+        return got
+
+    async def release_slots(self, slots: Sequence[Slot]) -> None:
+        for slot in slots:
+            holders = self._slots.get(slot.name)
+            if holders is not None:
+                holders.pop(slot.holder, None)
+
+    # progress and events -----------------------------------------------------------------
+
+    async def report(self, progress: Sequence[Progress], ttl: float) -> None:
+        now = time.time()
+        for p in progress:
+            self._progress[p.id] = (p, now + ttl)
+
+    async def progress(self, ids: Collection[str]) -> dict[str, Progress]:
+        now = time.time()
+        found: dict[str, Progress] = {}
+        for mid in ids:
+            stored = self._progress.get(mid)
+            if stored is not None and stored[1] > now:
+                found[mid] = stored[0]
+        return found
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self._event_seq += 1
+            self._events.append((self._event_seq, event))
+        if events:
+            self._notify()
+
+    async def read_events(
+        self, after: str | None, limit: int = 1000, wait: float = 0.0
+    ) -> tuple[str, list[Event]]:
+        start = self._event_seq if after is None else int(after)
+        deadline = time.monotonic() + wait
+        while True:
+            found = [(seq, e) for seq, e in self._events if seq > start][:limit]
+            if found or time.monotonic() >= deadline:
+                cursor = found[-1][0] if found else start
+                return str(cursor), [e for _, e in found]
+            await self._wait_change(deadline - time.monotonic())

@@ -28,12 +28,25 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
   usually without a query. NOTIFY is transactional: nobody is woken for work that is rolled
   back. When the listening connection is lost, waiters poll until it is back, then all
   re-check (a notification may have been missed).
-- Clock: the database's (``now()``), never this host's.
+- Rate limits: ``take`` is one call of the schema's ``take()`` function, which locks the
+  batch's buckets (rows of ``buckets``, in name order) and then reads the clock, so callers
+  of a bucket are served one after the other. Concurrency limits: ``acquire`` is one call
+  of ``acquire()``, which serializes each limit name with a transaction-level advisory lock
+  before counting its unexpired ``places``.
+- Progress: the latest report of each id, upserted into ``progress`` with its expiry.
+- Events: one ``events`` table with a ``bigserial`` seq (a reader's cursor). ``publish()``
+  takes a transaction-level advisory lock before drawing seqs, so publishes are serialized
+  and seqs become visible in order (a reader never skips one committed late); it NOTIFYs
+  ``<schema>.events``, which wakes sleeping readers. Every ``PRUNE_EVENTS_EVERY`` events
+  it deletes all but the newest ``EVENTS_KEPT``.
+- Clock: the database's (``now()``, or ``clock_timestamp()`` read once the rows or locks an
+  operation waits for are held), never this host's.
 - Transactional enqueue: :meth:`PostgresBackend.enqueue_in` writes messages through the
   application's own asyncpg connection, inside its transaction (``App.transaction``).
 
 Settled messages leave the ``messages`` table at once; outcomes, keys, dead letters, worker
-records and locks expire and are deleted by ``sweep()`` in bounded batches; the hot table
+records, locks, buckets, places and progress reports expire and are deleted by ``sweep()``
+in bounded batches; the hot table
 is vacuumed every ``VACUUM_EVERY`` leases (``_count_leases`` says why). Passwords never
 appear in errors: asyncpg's errors are re-raised as BackendError with the URL redacted.
 """
@@ -56,20 +69,30 @@ import asyncpg
 import msgspec
 
 from pigeon import codec
-from pigeon.backends.base import DEAD_LETTER_TTL, join_fired, redact
-from pigeon.backends.postgres_listener import DB_ERRORS, Listener, Waker, stored_result
+from pigeon.backends.base import DEAD_LETTER_TTL, EVENTS_KEPT, join_fired, redact
+from pigeon.backends.postgres_listener import (
+    DB_ERRORS,
+    EVENTS,
+    Listener,
+    Waker,
+    stored_result,
+)
 from pigeon.errors import BackendError, ConfigError
 from pigeon.message import (
     DeadLetter,
     Delivery,
+    Event,
     Failure,
     Lease,
     Message,
     MessageInfo,
     Outcome,
+    Progress,
     QueueStats,
     Result,
+    Slot,
     Stats,
+    Take,
     WorkerInfo,
 )
 
@@ -96,6 +119,8 @@ VACUUM_EVERY = 5000
 POLL_WHILE_DEAF = 0.1
 #: Fewest seconds a fetch sleeps when the next due message is "now" but held by others.
 MIN_NAP = 0.002
+#: publish() prunes the event log each time it passes a multiple of this many events.
+PRUNE_EVENTS_EVERY = 1000
 
 #: How the pool's sessions plan. Every statement is prepared once per connection and its
 #: plan kept (generic plans: planning these statements costs more than running them). The
@@ -112,6 +137,8 @@ SESSION_SETTINGS = {
 
 _json_encode = msgspec.json.Encoder().encode
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
+_progress_decoder = msgspec.json.Decoder(Progress)
+_event_decoder = msgspec.json.Decoder(Event)
 
 # A message leaving the messages table for good:
 # (id, queue, task, body, state, value, error, result_ttl)
@@ -217,10 +244,12 @@ def _render(schema: str) -> dict[str, str]:
     schema_ident = _quote_ident(schema)
     work = _quote_literal(_channel(schema, "work"))
     done = _quote_literal(_channel(schema, "done"))
+    events = _quote_literal(_channel(schema, "events"))
     return {
         name: sql.replace("__schema__", schema_ident)
         .replace("'__work__'", work)
         .replace("'__done__'", done)
+        .replace("'__events__'", events)
         for name, sql in _queries().items()
     }
 
@@ -371,6 +400,7 @@ class PostgresBackend:
                         _channel(self.schema, "done"),
                         self.url,
                         self._scrub,
+                        _channel(self.schema, "events"),
                     )
                     try:
                         await listener.start()
@@ -817,13 +847,17 @@ class PostgresBackend:
         held = {(r[0], r[1]) for r in rows}
         return {x.id for x in leases if (x.id, x.attempt) not in held}
 
-    async def release(self, leases: Sequence[Lease]) -> int:
-        """Make held messages pending at once, without counting a failure or a lost lease."""
+    async def release(self, leases: Sequence[Lease], delay: float = 0.0) -> int:
+        """Make held messages due again ``delay`` seconds from now (database clock; at once
+        by default), without counting a failure or a lost lease; returns how many."""
         if not leases:
             return 0
         async with self._connection() as conn:
             row = await conn.fetchrow(
-                self._sql["release"], [x.id for x in leases], [x.attempt for x in leases]
+                self._sql["release"],
+                [x.id for x in leases],
+                [x.attempt for x in leases],
+                max(float(delay), 0.0),
             )
         return cast(int, row[0])
 
@@ -1106,6 +1140,47 @@ class PostgresBackend:
         async with self._connection() as conn:
             await conn.execute(self._sql["unlock"], name, owner)
 
+    async def take(self, takes: Sequence[Take]) -> list[float]:
+        """Start slots from token buckets (GCRA), one take at a time in the order given: per
+        take, the seconds from now (database clock) until its slot, reserved when that is
+        at most its ``hold``. One call of the schema's ``take()`` function."""
+        if not takes:
+            return []
+        async with self._connection() as conn:
+            waits = await conn.fetchval(
+                self._sql["take"],
+                [t.bucket for t in takes],
+                [float(t.interval) for t in takes],
+                [t.burst for t in takes],
+                [float(t.hold) for t in takes],
+            )
+        return [float(w) for w in waits]
+
+    async def acquire(self, slots: Sequence[Slot]) -> list[bool]:
+        """Take or renew a place of each limit ``slot.name`` for ``slot.holder`` until now +
+        ``slot.ttl``, one slot at a time in the order given; per slot, whether the holder
+        has a place afterwards. Concurrent acquirers never exceed a limit."""
+        if not slots:
+            return []
+        async with self._connection() as conn:
+            got = await conn.fetchval(
+                self._sql["acquire"],
+                [x.name for x in slots],
+                [x.holder for x in slots],
+                [x.limit for x in slots],
+                [float(x.ttl) for x in slots],
+            )
+        return [bool(g) for g in got]
+
+    async def release_slots(self, slots: Sequence[Slot]) -> None:
+        """Give the holders' places back at once (an unknown one is left alone)."""
+        if not slots:
+            return
+        async with self._connection() as conn:
+            await conn.execute(
+                self._sql["release_slots"], [x.name for x in slots], [x.holder for x in slots]
+            )
+
     async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
         """Record ``info`` as a live worker for ``ttl`` seconds (``last_seen`` = now)."""
         async with self._connection() as conn:
@@ -1117,7 +1192,8 @@ class PostgresBackend:
             await conn.execute(self._sql["retire"], worker)
 
     async def sweep(self) -> int:
-        """Delete expired results, keys, dead letters, worker records and locks; how many.
+        """Delete expired results, keys, dead letters, worker records, locks, rate-limit
+        buckets, concurrency-limit places and progress reports; returns how many.
 
         Deletes at most ``SWEEP_CHUNK`` rows per statement so that no lock is held for long.
         Also drops the counters of joins whose message is gone.
@@ -1130,6 +1206,9 @@ class PostgresBackend:
                 "sweep_dead",
                 "sweep_workers",
                 "sweep_locks",
+                "sweep_buckets",
+                "sweep_places",
+                "sweep_progress",
             ):
                 while True:
                     count = cast(int, await conn.fetchval(self._sql[name], SWEEP_CHUNK))
@@ -1139,6 +1218,102 @@ class PostgresBackend:
             while await conn.fetchval(self._sql["sweep_joins"], SWEEP_CHUNK) >= SWEEP_CHUNK:
                 pass
         return removed
+
+    # progress and events -----------------------------------------------------------------
+
+    async def report(self, progress: Sequence[Progress], ttl: float) -> None:
+        """Store each report as the latest of its message id, kept ``ttl`` seconds."""
+        latest = {p.id: p for p in progress}  # the last report of an id in the batch wins
+        if not latest:
+            return
+        async with self._connection() as conn:
+            await conn.execute(
+                self._sql["report"],
+                list(latest),
+                [_json_encode(p) for p in latest.values()],
+                float(ttl),
+            )
+
+    async def progress(self, ids: Collection[str]) -> dict[str, Progress]:
+        """The stored, unexpired latest reports among ``ids``."""
+        if not ids:
+            return {}
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql["progress"], list(ids))
+        found: dict[str, Progress] = {}
+        for (body,) in rows:
+            try:
+                report = _progress_decoder.decode(body)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("PostgreSQL %s: undecodable progress report: %s", self.url, exc)
+                continue
+            found[report.id] = report
+        return found
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Append ``events`` to the shared log in the order given and wake its readers.
+
+        One call of the schema's ``publish()`` function (see the module docstring)."""
+        if not events:
+            return
+        async with self._connection() as conn:
+            await conn.fetchval(
+                self._sql["publish"],
+                [_json_encode(e) for e in events],
+                EVENTS_KEPT,
+                PRUNE_EVENTS_EVERY,
+            )
+
+    async def read_events(
+        self, after: str | None, limit: int = 1000, wait: float = 0.0
+    ) -> tuple[str, list[Event]]:
+        """Up to ``limit`` events published after the cursor ``after`` (None: the end of the
+        log), oldest first, and the cursor to pass next time.
+
+        When there is none yet, sleeps until a NOTIFY says one was published, for up to
+        ``wait`` seconds (polling while the listening connection is down).
+        """
+        if after is None:
+            async with self._connection() as conn:
+                start = cast(int, await conn.fetchval(self._sql["events_end"]))
+        else:
+            try:
+                start = int(after)
+            except ValueError:
+                raise ValueError(f"not an event cursor: {after!r}") from None
+        if limit <= 0 or (after is None and wait <= 0):
+            return str(start), []
+        if wait <= 0:
+            return await self._read_events(start, limit)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        listener = await self._listening()
+        while True:
+            waker = Waker(listener.events, (EVENTS,))  # before looking: no wake-up is missed
+            try:
+                # Shielded, as in wait(): a cancelled reader must not cancel the query.
+                cursor, found = await _shielded(self._read_events(start, limit))
+                remaining = deadline - loop.time()
+                if found or remaining <= 0:
+                    return cursor, found
+                if int(cursor) != start:  # only undecodable events: look past them
+                    start = int(cursor)
+                    continue
+                await waker.sleep(remaining if listener.up else min(remaining, POLL_WHILE_DEAF))
+            finally:
+                waker.close()
+
+    async def _read_events(self, start: int, limit: int) -> tuple[str, list[Event]]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql["read_events"], start, limit)
+        events: list[Event] = []
+        for seq, body in rows:
+            start = seq
+            try:
+                events.append(_event_decoder.decode(body))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("PostgreSQL %s: undecodable event %d skipped: %s", self.url, seq, exc)
+        return str(start), events
 
 
 async def _keep_session(conn: Any) -> None:

@@ -1,9 +1,10 @@
 """The listening side of the PostgreSQL backend (:mod:`pigeon.backends.postgres`).
 
-One connection per backend object LISTENs to its schema's two channels: ``work`` (payload:
+One connection per backend object LISTENs to its schema's channels: ``work`` (payload:
 a queue that has work) wakes fetches sleeping on that queue, ``done`` (payload: lines of
 ``id<TAB>settled_at<TAB>result``, or bare ids) wakes the waiters of those ids and hands them
-the outcome when it came along. Waiters register (``Waker``) before they look, so that no
+the outcome when it came along, ``events`` (payload: the newest event's seq) wakes the
+readers of the event log. Waiters register (``Waker``) before they look, so that no
 notification sent after their look is missed.
 """
 
@@ -22,6 +23,9 @@ from pigeon import codec
 from pigeon.message import Result
 
 log = logging.getLogger("pigeon.backends.postgres")
+
+#: The key ``events`` waiters register under (every reader wants every event).
+EVENTS = "*"
 
 #: What asyncpg raises when the server or the connection fails.
 #: What a lost or broken connection can raise. InternalClientError is asyncpg's word for a
@@ -68,7 +72,8 @@ class Waker:
 class Listener:
     """The one LISTENing connection of a backend object, and the waiters it wakes.
 
-    ``work`` waiters are registered by queue name, ``done`` waiters by message id. When the
+    ``work`` waiters are registered by queue name, ``done`` waiters by message id,
+    ``events`` waiters under ``EVENTS`` (when there is an events channel). When the
     connection is lost every waiter is woken (to poll until it is back) and it reconnects
     with backoff; once it is back every waiter is woken again to re-check, since a
     notification may have been missed meanwhile.
@@ -81,14 +86,17 @@ class Listener:
         done_channel: str,
         url: str,
         scrub: Callable[[str], str],
+        events_channel: str | None = None,
     ) -> None:
         self._connect = connect
         self._work_channel = work_channel
         self._done_channel = done_channel
+        self._events_channel = events_channel
         self._url = url
         self._scrub = scrub
         self.work: dict[str, set[asyncio.Event]] = {}
         self.done: dict[str, set[asyncio.Event]] = {}
+        self.events: dict[str, set[asyncio.Event]] = {}
         self._announced: dict[str, int] = {}  # work notifications received, by queue
         # Outcomes announced for ids someone waits on (None: settled, look it up).
         self.pushed: dict[str, Result | None] = {}
@@ -106,6 +114,8 @@ class Listener:
         try:
             await conn.add_listener(self._work_channel, self._on_work)
             await conn.add_listener(self._done_channel, self._on_done)
+            if self._events_channel is not None:
+                await conn.add_listener(self._events_channel, self._on_events)
         except BaseException:
             conn.terminate()
             raise
@@ -141,7 +151,7 @@ class Listener:
 
     def wake_all(self) -> None:
         self._epoch += 1
-        for registry in (self.work, self.done):
+        for registry in (self.work, self.done, self.events):
             for events in registry.values():
                 for event in events:
                     event.set()
@@ -170,6 +180,10 @@ class Listener:
             self.pushed[mid] = result
             for event in events:
                 event.set()
+
+    def _on_events(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        for event in self.events.pop(EVENTS, ()):
+            event.set()
 
     def _on_lost(self, conn: Any) -> None:
         if self._closed or conn is not self._conn:

@@ -7,8 +7,9 @@ with ``{NAME}:`` (``NAME`` defaults to ``pigeon``), so one server holds many app
 How it keeps the contract of :mod:`pigeon.backends.base`:
 
 - Every operation that changes state is one Lua script (``redis_lua/``), so it is atomic:
-  ``enqueue``, ``fetch``, ``extend``, ``settle``, ``release``, ``cancel``, ``requeue``. A
-  script handles a whole batch in one call. Scripts are loaded once (``SCRIPT LOAD`` at
+  ``enqueue``, ``fetch``, ``extend``, ``settle``, ``release``, ``cancel``, ``requeue``,
+  ``take``, ``acquire``, ``release_slots``, ``report``, ``publish``. A script handles a
+  whole batch in one call. Scripts are loaded once (``SCRIPT LOAD`` at
   open) and called by SHA; after a server restart emptied the script cache they are loaded
   again on the first ``NOSCRIPT``.
 - Times come from the server's clock (``TIME`` inside each script); ``time()`` is the
@@ -21,15 +22,23 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
   and joins that may sit in any queue, so the unit of atomicity is the app, not the queue.
   On a cluster, an app therefore lives on one shard; run apps with different prefixes to
   spread the load.
+- Rate limits are one key per bucket holding its GCRA ``tat``, expiring (``PX``) once the
+  tat has passed; concurrency limits one sorted set per name (holder -> expiry), cleared of
+  expired places by every ``acquire`` and expiring after its latest place; progress reports
+  one key per message with its ``PX`` ttl. None of them needs ``sweep``.
+- Events are one stream (``XADD ... MAXLEN ~ EVENTS_KEPT``); a cursor is a stream id, and
+  ``read_events`` waits with ``XREAD BLOCK`` on a connection of its own for the wait (the
+  client makes another for whatever runs meanwhile).
 - Waiting is pushed, never polled: a settle publishes the settled ids (with the stored
   outcomes when small, so a waiter needs no further read), an enqueue, release or retry
   publishes on its queue's channel (:mod:`pigeon.backends.redis_listener`). A waiting
   ``fetch`` otherwise sleeps until the earliest scheduled message or lease deadline.
 - A dropped connection or a restarting server is retried with exponential backoff for up to
   ``redis_client.RETRY_FOR`` seconds (:mod:`pigeon.backends.redis_client`). Retrying is
-  safe: enqueue stores an id once; fetch, settle, release, cancel and requeue pass a
-  request token, and a retried call whose first run did go through gets that run's answer
-  instead of acting twice.
+  safe: enqueue stores an id once; acquire, release_slots and report set what they set
+  again; fetch, settle, release, cancel, requeue, take and publish pass a request token,
+  and a retried call whose first run did go through gets that run's answer instead of
+  acting twice. ``read_events`` only reads.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import os
 from collections.abc import Awaitable, Collection, Sequence
 from typing import Any
@@ -56,13 +66,17 @@ from pigeon.errors import ConfigError
 from pigeon.message import (
     DeadLetter,
     Delivery,
+    Event,
     Lease,
     Message,
     MessageInfo,
     Outcome,
+    Progress,
     QueueStats,
     Result,
+    Slot,
     Stats,
+    Take,
     WorkerInfo,
 )
 
@@ -81,6 +95,10 @@ MAX_BLOCK = 10.0
 _json_encode = msgspec.json.Encoder().encode
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
 _ids_decoder = msgspec.json.Decoder(list[str])
+_progress_decoder = msgspec.json.Decoder(Progress)
+_event_decoder = msgspec.json.Decoder(Event)
+#: The furthest ahead (seconds) a rate-limit slot is reserved, whatever ``hold`` says.
+MAX_HOLD = 1e9
 
 
 def _parse_url(url: str) -> tuple[str, str]:
@@ -130,6 +148,7 @@ class RedisBackend:
         self._client_url, self.prefix = _parse_url(url)
         self._base = f"{{{self.prefix}}}:"
         self._done_channel = f"{self._base}done".encode()
+        self._events_key = f"{self._base}events".encode()
         self._conn: _Connections | None = None
         self._tokens = itertools.count()
         self._token_prefix = os.urandom(6).hex()
@@ -404,12 +423,15 @@ class RedisBackend:
         verdicts = await self._script("settle", self._token(), _json_encode(specs), *records)
         return [v == 49 for v in verdicts]  # b"1"
 
-    async def release(self, leases: Sequence[Lease]) -> int:
-        """Make held messages pending at once, without counting a failure or a lost lease."""
+    async def release(self, leases: Sequence[Lease], delay: float = 0.0) -> int:
+        """Make held messages due again ``delay`` seconds from now (server clock; at once by
+        default), without counting a failure or a lost lease; returns how many."""
         if not leases:
             return 0
         args = [x for lease in leases for x in (lease.id, lease.attempt)]
-        count: int = await self._script("release", self._token(), *args)
+        count: int = await self._script(
+            "release", self._token(), repr(max(float(delay), 0.0)), *args
+        )
         return count
 
     # results -----------------------------------------------------------------------------
@@ -595,7 +617,9 @@ class RedisBackend:
         """Delete expired results, dead letters and worker records; return how many.
 
         Idempotency keys and results also expire on their own (``PX``); this removes what
-        indexes them. Works in chunks of ``CHUNK`` per kind and call.
+        indexes them. Works in chunks of ``CHUNK`` per kind and call. Rate-limit buckets,
+        concurrency limits, progress reports and the event log need nothing: they expire
+        (or are trimmed) by themselves.
         """
         total = 0
         while True:
@@ -616,3 +640,124 @@ class RedisBackend:
     async def unlock(self, name: str, owner: str) -> None:
         """Free the named lock at once if ``owner`` holds it; otherwise do nothing."""
         await self._script("unlock", "", name, owner)
+
+    async def take(self, takes: Sequence[Take]) -> list[float]:
+        """Start slots from token buckets (GCRA), one take at a time in the order given: per
+        take, the seconds from now (server clock) until its slot, reserved when that is at
+        most ``hold``. One script call for the batch."""
+        if not takes:
+            return []
+        args = [
+            x
+            for t in takes
+            for x in (t.bucket, repr(float(t.interval)), int(t.burst), repr(min(t.hold, MAX_HOLD)))
+        ]
+        reply = await self._script("take", self._token(), *args)
+        return [_seconds(int(wait)) for wait in reply.split(b",")]
+
+    async def acquire(self, slots: Sequence[Slot]) -> list[bool]:
+        """Take (or renew) one place of limit ``slot.name`` for ``slot.holder`` for
+        ``slot.ttl`` seconds, one slot at a time in the order given; per slot, whether the
+        holder has a place after the call. One script call for the batch."""
+        if not slots:
+            return []
+        args = [
+            x
+            for slot in slots
+            for x in (slot.name, slot.holder, int(slot.limit), repr(float(slot.ttl)))
+        ]
+        return [got == 1 for got in await self._script("acquire", "", *args)]
+
+    async def release_slots(self, slots: Sequence[Slot]) -> None:
+        """Give the holders' places back at once (an unknown one is left alone)."""
+        if not slots:
+            return
+        args = [x for slot in slots for x in (slot.name, slot.holder)]
+        await self._script("release_slots", "", *args)
+
+    # progress and events -----------------------------------------------------------------
+
+    async def report(self, progress: Sequence[Progress], ttl: float) -> None:
+        """Store each report as the latest of its message id, kept ``ttl`` seconds."""
+        if not progress:
+            return
+        args = [x for p in progress for x in (p.id, _json_encode(p))]
+        await self._script("report", "", repr(float(ttl)), *args)
+
+    async def progress(self, ids: Collection[str]) -> dict[str, Progress]:
+        """The stored, unexpired latest reports among ``ids``."""
+        ids = list(ids)
+        found: dict[str, Progress] = {}
+        for i in range(0, len(ids), 10_000):
+            chunk = ids[i : i + 10_000]
+            keys = [f"{self._base}pg:{mid}" for mid in chunk]
+            for mid, body in zip(chunk, await self._client().execute(b"MGET", *keys), strict=True):
+                if body is not None:
+                    found[mid] = _progress_decoder.decode(body)
+        return found
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Append ``events`` to the app's event log (a stream), in the order given."""
+        if not events:
+            return
+        await self._script("publish", self._token(), *(_json_encode(e) for e in events))
+
+    async def read_events(
+        self, after: str | None, limit: int = 1000, wait: float = 0.0
+    ) -> tuple[str, list[Event]]:
+        """Up to ``limit`` events published after the cursor ``after`` (a stream id; None:
+        the end of the log now), oldest first, and the cursor to pass next.
+
+        Waits up to ``wait`` seconds for one with ``XREAD BLOCK`` (at most ``MAX_BLOCK``
+        seconds per call), which holds one connection meanwhile: other calls get another.
+        """
+        client = self._client()
+        key = self._events_key
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        if after is None:
+            last = await client.execute(b"XREVRANGE", key, b"+", b"-", b"COUNT", 1)
+            cursor = last[0][0].decode() if last else "0-0"
+            if wait <= 0 or limit <= 0:
+                return cursor, []
+            block = wait  # nothing can be newer yet: start waiting at once
+        else:
+            cursor = after
+            if limit <= 0:
+                return cursor, []
+            block = 0.0
+        while True:
+            blocking: tuple[Any, ...] = ()
+            if block > 0:  # BLOCK 0 would block for ever
+                blocking = (b"BLOCK", max(1, math.ceil(min(block, MAX_BLOCK) * 1000)))
+            reply = await client.execute(
+                b"XREAD", b"COUNT", limit, *blocking, b"STREAMS", key, cursor
+            )
+            entries = _stream_entries(reply)
+            if entries:
+                return entries[-1][0].decode(), self._decode_events(entries)
+            block = deadline - loop.time()
+            if block <= 0:
+                return cursor, []
+
+    def _decode_events(self, entries: list[Any]) -> list[Event]:
+        events: list[Event] = []
+        for entry_id, fields in entries:
+            body = dict(zip(fields[::2], fields[1::2], strict=True)).get(b"e")
+            try:
+                events.append(_event_decoder.decode(body or b""))
+            except msgspec.DecodeError as exc:
+                log.warning(
+                    "Redis %s: skipping unreadable event %s: %s", self.url, entry_id.decode(), exc
+                )
+        return events
+
+
+def _stream_entries(reply: Any) -> list[Any]:
+    """The entries ``[id, [field, value, ...]]`` of an XREAD reply on one stream (RESP2: a
+    list of ``[key, entries]``; RESP3: a map key -> entries; nil: none)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [entry for entries in reply.values() for entry in entries]
+    return [entry for _, entries in reply for entry in entries]

@@ -35,7 +35,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pigeon.backends.base import DEAD_LETTER_TTL
+from pigeon.backends.base import DEAD_LETTER_TTL, EVENTS_KEPT
 from pigeon.errors import BackendError
 
 log = logging.getLogger("pigeon.backends.redis")
@@ -72,6 +72,11 @@ SCRIPTS = (
     "cancelling",
     "lock",
     "unlock",
+    "take",
+    "acquire",
+    "release_slots",
+    "report",
+    "publish",
 )
 
 
@@ -83,6 +88,7 @@ def script_source(name: str) -> bytes:
         f"local DEAD_LETTER_TTL_US = {int(DEAD_LETTER_TTL * 1_000_000)}\n"
         f"local KEEP_FOR_DEPENDENTS = {KEEP_FOR_DEPENDENTS!r}\n"
         f"local REPLY_TTL_MS = {int(REPLY_TTL * 1000)}\n"
+        f"local EVENTS_KEPT = {int(EVENTS_KEPT)}\n"
     )
     common = lua.joinpath("common.lua").read_text(encoding="utf-8")
     return (header + common + lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")).encode()

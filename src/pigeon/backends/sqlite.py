@@ -12,11 +12,15 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
   and reused whatever the batch size.
 - All database work runs on one thread per backend object, which alone uses the sqlite3
   connection; the event loop never waits on the disk.
-- SQLite cannot push, so ``fetch(wait=...)`` and ``wait`` poll with :class:`base.Poller`:
-  fast at first, slower while idle, and woken at once by this object's own writes. An idle
-  fetch polls with a read and takes the write lock only when something is due.
+- SQLite cannot push, so ``fetch(wait=...)``, ``wait`` and ``read_events(wait=...)`` poll
+  with :class:`base.Poller`: fast at first, slower while idle, and woken at once by this
+  object's own writes. An idle fetch polls with a read and takes the write lock only when
+  something is due.
 - The backend clock is SQLite's own reading of the host clock (``julianday('now')``, in
-  milliseconds), never the caller's; every deadline is computed here.
+  milliseconds), never the caller's; every deadline is computed here. ``take`` and
+  ``acquire`` read it under the write lock, so that concurrent callers see one order.
+- The event log is a table keyed by an ``AUTOINCREMENT`` seq (the cursor is ``str(seq)``),
+  pruned by ``publish`` to the newest ``EVENTS_KEPT`` every ``EVENTS_PRUNE_EVERY`` events.
 """
 
 from __future__ import annotations
@@ -36,19 +40,23 @@ from typing import Any, Literal, TypeVar, TypeVarTuple, cast
 import msgspec
 
 from pigeon import codec
-from pigeon.backends.base import DEAD_LETTER_TTL, Poller, join_fired, redact
+from pigeon.backends.base import DEAD_LETTER_TTL, EVENTS_KEPT, Poller, join_fired, redact
 from pigeon.errors import BackendError, ConfigError
 from pigeon.message import (
     DeadLetter,
     Delivery,
+    Event,
     Failure,
     Lease,
     Message,
     MessageInfo,
     Outcome,
+    Progress,
     QueueStats,
     Result,
+    Slot,
     Stats,
+    Take,
     WorkerInfo,
 )
 
@@ -63,12 +71,17 @@ FinalState = Literal["succeeded", "failed", "cancelled", "dead"]
 KEEP_FOR_DEPENDENTS = 86400.0
 #: SQLite 3.35 added RETURNING, which every batched step here relies on.
 MIN_SQLITE = (3, 35, 0)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: sweep() deletes at most this many rows per transaction, so it never holds the lock long.
 SWEEP_CHUNK = 5000
+#: publish() prunes the event log each time its seq crosses a multiple of this, down to the
+#: newest EVENTS_KEPT events (so the log holds at most EVENTS_KEPT + EVENTS_PRUNE_EVERY).
+EVENTS_PRUNE_EVERY = 1000
 
 _json_encode = msgspec.json.Encoder().encode
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
+_progress_decoder = msgspec.json.Decoder(Progress)
+_event_decoder = msgspec.json.Decoder(Event)
 
 
 def _json(values: object) -> str:
@@ -270,9 +283,18 @@ _RETIRE = "DELETE FROM workers WHERE id = ?1"
 _SWEEP = {
     table: f"""
     DELETE FROM {table} WHERE rowid IN (
-        SELECT rowid FROM {table} WHERE expires_at <= ?1 LIMIT {SWEEP_CHUNK})
+        SELECT rowid FROM {table} WHERE {column} <= ?1 LIMIT {SWEEP_CHUNK})
     """
-    for table in ("results", "keys", "dead", "workers", "locks")
+    for table, column in (
+        ("results", "expires_at"),
+        ("keys", "expires_at"),
+        ("dead", "expires_at"),
+        ("workers", "expires_at"),
+        ("locks", "expires_at"),
+        ("buckets", "tat"),  # a bucket whose tat has passed is the same as an absent one
+        ("slots", "expires_at"),
+        ("progress", "expires_at"),
+    )
 }
 # Take or renew: the row changes (and comes back) only if the lock is free, lapsed or ours.
 _LOCK = """
@@ -284,6 +306,38 @@ RETURNING owner
 _LOCK_HELD_BY_OTHER = "SELECT 1 FROM locks WHERE name = ?1 AND owner != ?2 AND expires_at > ?3"
 _UNLOCK = "DELETE FROM locks WHERE name = ?1 AND owner = ?2"
 _SWEEP_JOINS = "DELETE FROM joins WHERE id NOT IN (SELECT id FROM messages)"
+
+# Rate limits: the tats of the buckets named (a JSON array), then the new ones.
+_BUCKETS = "SELECT bucket, tat FROM buckets WHERE bucket IN (SELECT value FROM json_each(?1))"
+_SET_BUCKET = """
+INSERT INTO buckets (bucket, tat) VALUES (?1, ?2)
+ON CONFLICT (bucket) DO UPDATE SET tat = excluded.tat
+"""
+# Concurrency limits: the holder keeps (renews) its unexpired place, or gets one while fewer
+# than the limit (?5) are held; the row comes back iff the holder has a place after.
+_ACQUIRE = """
+INSERT INTO slots (name, holder, expires_at)
+SELECT ?1, ?2, ?3 + ?4
+WHERE EXISTS (SELECT 1 FROM slots WHERE name = ?1 AND holder = ?2 AND expires_at > ?3)
+   OR (SELECT count(*) FROM slots WHERE name = ?1 AND expires_at > ?3) < ?5
+ON CONFLICT (name, holder) DO UPDATE SET expires_at = excluded.expires_at
+RETURNING holder
+"""
+# Places given as a JSON array of [name, holder].
+_RELEASE_SLOTS = """
+DELETE FROM slots WHERE (name, holder) IN (
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1))
+"""
+
+# Progress and events.
+_REPORT = "INSERT OR REPLACE INTO progress (id, expires_at, body) VALUES (?, ?, ?)"
+_PROGRESS = """
+SELECT body FROM progress WHERE id IN (SELECT value FROM json_each(?1)) AND expires_at > ?2
+"""
+_PUBLISH = "INSERT INTO events (body) VALUES (?)"
+_LAST_EVENT = "SELECT coalesce(max(seq), 0) FROM events"
+_PRUNE_EVENTS = "DELETE FROM events WHERE seq <= ?1"
+_READ_EVENTS = "SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
 _SWEEP_MEMBERS = "DELETE FROM join_members WHERE join_id NOT IN (SELECT id FROM joins)"
 
 # A message leaving the messages table for good:
@@ -544,10 +598,11 @@ class _Store:
             held = {(mid, attempt) for mid, attempt in rows.fetchall()}
         return {x.id for x in leases if (x.id, x.attempt) not in held}
 
-    def release(self, leases: Sequence[Lease]) -> int:
+    def release(self, leases: Sequence[Lease], delay: float) -> int:
         now = self.now()
+        due = now + max(delay, 0.0)
         with self._write() as db:
-            rows = db.execute(_RELEASE, (now, _json([(x.id, x.attempt) for x in leases])))
+            rows = db.execute(_RELEASE, (due, _json([(x.id, x.attempt) for x in leases])))
             return len(rows.fetchall())
 
     def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
@@ -669,6 +724,81 @@ class _Store:
     def unlock(self, name: str, owner: str) -> None:
         with self._write() as db:
             db.execute(_UNLOCK, (name, owner))
+
+    def take(self, takes: Sequence[Take]) -> list[float]:
+        """GCRA, one take at a time in order, all in one transaction."""
+        waits: list[float] = []
+        with self._write() as db:
+            now = self.now()  # under the write lock: another take may have been waited for
+            buckets = list(dict.fromkeys(t.bucket for t in takes))
+            tats: dict[str, float] = dict(db.execute(_BUCKETS, (_json(buckets),)).fetchall())
+            changed: dict[str, float] = {}
+            for t in takes:
+                tat = tats.get(t.bucket, now)
+                wait = max(0.0, tat - (t.burst - 1) * t.interval - now)
+                if wait <= t.hold:
+                    tats[t.bucket] = changed[t.bucket] = max(tat, now) + t.interval
+                waits.append(wait)
+            if changed:
+                db.executemany(_SET_BUCKET, list(changed.items()))
+        return waits
+
+    def acquire(self, slots: Sequence[Slot]) -> list[bool]:
+        got: list[bool] = []
+        with self._write() as db:
+            now = self.now()  # under the write lock, as for take
+            for slot in slots:
+                params = (slot.name, slot.holder, now, float(slot.ttl), slot.limit)
+                got.append(db.execute(_ACQUIRE, params).fetchone() is not None)
+        return got
+
+    def release_slots(self, slots: Sequence[Slot]) -> None:
+        with self._write() as db:
+            db.execute(_RELEASE_SLOTS, (_json([(x.name, x.holder) for x in slots]),))
+
+    # progress and events -----------------------------------------------------------------
+
+    def report(self, progress: Sequence[Progress], ttl: float) -> None:
+        with self._write() as db:
+            expires_at = self.now() + ttl
+            db.executemany(_REPORT, [(p.id, expires_at, _json_encode(p)) for p in progress])
+
+    def progress(self, ids: Collection[str]) -> dict[str, Progress]:
+        rows = self._connection().execute(_PROGRESS, (_json(list(ids)), self.now())).fetchall()
+        found: dict[str, Progress] = {}
+        for (body,) in rows:
+            try:
+                p = _progress_decoder.decode(body)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("skipping an undecodable progress report: %s", exc)
+                continue
+            found[p.id] = p
+        return found
+
+    def publish(self, events: Sequence[Event]) -> None:
+        with self._write() as db:
+            db.executemany(_PUBLISH, [(_json_encode(e),) for e in events])
+            last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+            # Prune now and then (each time the seq crosses a multiple of EVENTS_PRUNE_EVERY):
+            # a range delete on the primary key, so cheap, and rare.
+            if last // EVENTS_PRUNE_EVERY != (last - len(events)) // EVENTS_PRUNE_EVERY:
+                db.execute(_PRUNE_EVENTS, (last - EVENTS_KEPT,))
+
+    def read_events(self, after: int | None, limit: int) -> tuple[int, list[Event]]:
+        """Up to ``limit`` events after seq ``after`` (None: the end of the log, so none)
+        and the seq to read after next time."""
+        db = self._connection()
+        if after is None:
+            return int(db.execute(_LAST_EVENT).fetchone()[0]), []
+        rows = db.execute(_READ_EVENTS, (after, limit)).fetchall() if limit > 0 else []
+        events: list[Event] = []
+        for _, body in rows:
+            try:
+                events.append(_event_decoder.decode(body))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                # Passed over (the cursor moves on), rather than stop every reader here.
+                log.warning("skipping an undecodable event: %s", exc)
+        return (int(rows[-1][0]) if rows else after), events
 
     def dead_letters(self, queue: str | None, limit: int) -> list[DeadLetter]:
         rows = self._connection().execute(_DEAD_LETTERS, (queue, limit)).fetchall()
@@ -954,11 +1084,12 @@ class SQLiteBackend:
         self._poller.kick()
         return applied
 
-    async def release(self, leases: Sequence[Lease]) -> int:
-        """Make held messages pending at once, without counting a failure or a lost lease."""
+    async def release(self, leases: Sequence[Lease], delay: float = 0.0) -> int:
+        """Make held messages due again ``delay`` seconds from now (at once by default),
+        without counting a failure or a lost lease; returns how many were released."""
         if not leases:
             return 0
-        count = await self._run(_Store.release, list(leases))
+        count = await self._run(_Store.release, list(leases), float(delay))
         if count:
             self._poller.kick()
         return count
@@ -1055,11 +1186,11 @@ class SQLiteBackend:
         await self._run(_Store.retire, worker)
 
     async def sweep(self) -> int:
-        """Delete expired results, keys, dead letters and worker records; return how many.
+        """Delete expired results, keys, dead letters, worker records, locks, rate-limit
+        buckets (tat passed), concurrency places and progress reports; return how many.
 
         Deletes in transactions of at most ``SWEEP_CHUNK`` rows so that workers are never
-        held up for long. Also drops the counters of joins whose message is gone, and
-        expired locks.
+        held up for long. Also drops the counters of joins whose message is gone.
         """
         return await self._run(_Store.sweep)
 
@@ -1077,6 +1208,71 @@ class SQLiteBackend:
         """Free the lock ``name`` at once if ``owner`` holds it."""
         await self._run(_Store.unlock, name, owner)
 
+    async def take(self, takes: Sequence[Take]) -> list[float]:
+        """Start slots from rate-limit buckets (GCRA), one take at a time in order, in one
+        transaction; per take, the seconds from now until its slot (reserved iff it is
+        within the take's ``hold``)."""
+        if not takes:
+            return []
+        return await self._run(_Store.take, list(takes))
+
+    async def acquire(self, slots: Sequence[Slot]) -> list[bool]:
+        """Take or renew a place of each concurrency limit for its holder, in order, in one
+        transaction; per slot, whether the holder has a place now."""
+        if not slots:
+            return []
+        return await self._run(_Store.acquire, list(slots))
+
+    async def release_slots(self, slots: Sequence[Slot]) -> None:
+        """Give the holders' places back at once (unknown ones are left alone)."""
+        if slots:
+            await self._run(_Store.release_slots, list(slots))
+
+    # progress and events -----------------------------------------------------------------
+
+    async def report(self, progress: Sequence[Progress], ttl: float) -> None:
+        """Store each report as the latest of its message, kept ``ttl`` seconds."""
+        if progress:
+            await self._run(_Store.report, list(progress), float(ttl))
+
+    async def progress(self, ids: Collection[str]) -> dict[str, Progress]:
+        """The stored, unexpired latest reports among ``ids``."""
+        if not ids:
+            return {}
+        return await self._run(_Store.progress, list(ids))
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Append ``events`` to the shared log, in order, in one transaction."""
+        if not events:
+            return
+        await self._run(_Store.publish, list(events))
+        self._poller.kick()
+
+    async def read_events(
+        self, after: str | None, limit: int = 1000, wait: float = 0.0
+    ) -> tuple[str, list[Event]]:
+        """Up to ``limit`` events published after the cursor ``after`` (None: the end of
+        the log), oldest first, and the cursor to pass next time.
+
+        When there is none yet, polls for up to ``wait`` seconds; a publish through this
+        object wakes the reader at once.
+        """
+        try:
+            start = None if after is None else int(after)
+        except ValueError:
+            raise ValueError(f"not an event cursor of this backend: {after!r}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        idle_since = time.monotonic()
+        cursor, events = await self._run(_Store.read_events, start, limit)
+        while not events and limit > 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await self._nap(idle_since, remaining)
+            cursor, events = await self._run(_Store.read_events, cursor, limit)
+        return str(cursor), events
+
 
 def _release_orphans(
     store: _Store,
@@ -1090,7 +1286,7 @@ def _release_orphans(
     if not leases:
         return
     try:
-        release = executor.submit(store.call, _Store.release, leases)
+        release = executor.submit(store.call, _Store.release, leases, 0.0)
     except RuntimeError as exc:  # the backend was closed meanwhile
         _log_orphans(leases, exc)
         return

@@ -9,6 +9,7 @@
 --   __work__  payload: a queue name; something in that queue became due
 --   __done__  payload: comma-separated message ids that now have an outcome, or "*" (check
 --             every id: the list was too long for one notification)
+--   __events__ payload: the seq of the newest event published (publish)
 
 
 -- name: clock
@@ -214,9 +215,11 @@ RETURNING m.id, m.attempt
 
 
 -- name: release
+-- Make held messages due again $3 seconds from now (a scheduled one wakes fetchers too, so
+-- that they re-plan their next look).
 WITH released AS (
     UPDATE __schema__.messages m
-    SET state = 'pending', due = now(), worker = NULL
+    SET state = 'pending', due = now() + make_interval(secs => $3::float8), worker = NULL
     FROM unnest($1::text[], $2::int[]) AS h(id, attempt)
     WHERE m.id = h.id AND m.attempt = h.attempt AND m.state = 'leased'
     RETURNING m.queue
@@ -411,3 +414,76 @@ members AS (
        OR NOT EXISTS (SELECT 1 FROM __schema__.joins j WHERE j.id = jm.join_id)
 )
 SELECT count(*) FROM gone
+
+
+-- name: sweep_buckets
+-- Rate-limit buckets whose tat has passed are the same as absent ones.
+WITH gone AS (
+    DELETE FROM __schema__.buckets WHERE name IN (
+        SELECT name FROM __schema__.buckets WHERE tat <= now()
+        LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+
+
+-- name: sweep_places
+WITH gone AS (
+    DELETE FROM __schema__.places WHERE (name, holder) IN (
+        SELECT name, holder FROM __schema__.places WHERE expires_at <= now()
+        LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+
+
+-- name: sweep_progress
+WITH gone AS (
+    DELETE FROM __schema__.progress WHERE id IN (
+        SELECT id FROM __schema__.progress WHERE expires_at <= now()
+        LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+
+
+-- name: take
+-- The take() function of the schema (0004_limits_progress_events.sql): one call per batch.
+SELECT __schema__.take($1::text[], $2::float8[], $3::int[], $4::float8[])
+
+
+-- name: acquire
+-- The acquire() function of the schema: one call per batch.
+SELECT __schema__.acquire($1::text[], $2::text[], $3::int[], $4::float8[])
+
+
+-- name: release_slots
+DELETE FROM __schema__.places p
+USING unnest($1::text[], $2::text[]) AS s(name, holder)
+WHERE p.name = s.name AND p.holder = s.holder
+
+
+-- name: report
+-- The latest report of each id (one per id in a batch), kept until now + $3 seconds.
+INSERT INTO __schema__.progress AS p (id, expires_at, body)
+SELECT r.id, now() + make_interval(secs => $3::float8), r.body
+FROM unnest($1::text[], $2::bytea[]) AS r(id, body)
+ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, body = excluded.body
+
+
+-- name: progress
+SELECT body FROM __schema__.progress WHERE id = ANY($1::text[]) AND expires_at > now()
+
+
+-- name: publish
+-- The publish() function of the schema: appends, prunes now and then, notifies readers.
+SELECT __schema__.publish($1::bytea[], $2::int8, $3::int8, '__events__')
+
+
+-- name: events_end
+-- The seq of the newest event (0: none yet): where a reader starting at the end begins.
+SELECT coalesce(max(seq), 0) FROM __schema__.events
+
+
+-- name: read_events
+SELECT seq, body FROM __schema__.events WHERE seq > $1::int8 ORDER BY seq LIMIT $2

@@ -34,6 +34,10 @@
 --   re:<token>    string a remembered reply
 --   lock:<name>   string the owner of a lock, PX its ttl
 --   wake:<queue>  list   a wake-up token (at most one) for the fetches blocked on the queue
+--   tb:<bucket>   string the tat of a rate-limit bucket (microseconds), PX until it passes
+--   sl:<name>     zset   the places of a concurrency limit: holder -> expiry; PX its latest
+--   pg:<id>       string the latest Progress of a message (msgspec JSON), PX its ttl
+--   events        stream the event log (field e: an Event as msgspec JSON), ~EVENTS_KEPT long
 -- Channel B .. "done": a JSON array [id, outcome, id, outcome, ...] of the messages settled
 -- (the outcome as stored, or '' when none was stored now or it is over INLINE_LIMIT bytes:
 -- the waiter reads the store then).

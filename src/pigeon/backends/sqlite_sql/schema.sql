@@ -1,9 +1,10 @@
--- The pigeon SQLite schema (user_version 2). Run inside BEGIN IMMEDIATE by a connection that
+-- The pigeon SQLite schema (user_version 3). Run inside BEGIN IMMEDIATE by a connection that
 -- finds an older user_version; every statement is idempotent, so that several processes may
 -- open one file at once and a database of an older version is brought up to date by running
 -- the whole script again (which is why a version may only add tables and indexes).
 --   version 1: messages, results, dead, keys, joins, join_members, workers
 --   version 2: locks
+--   version 3: buckets, slots, progress, events
 --
 -- Times are epoch seconds on the backend host's clock (time.time()). A message row lives
 -- while the message can still run; its outcome then moves to `results` (and `dead`).
@@ -107,4 +108,37 @@ CREATE TABLE IF NOT EXISTS locks (
     expires_at REAL NOT NULL
 );
 
-PRAGMA user_version = 2;
+-- Rate-limit buckets (take): the bucket's theoretical arrival time (GCRA). A bucket whose
+-- tat has passed is the same as an absent one.
+CREATE TABLE IF NOT EXISTS buckets (
+    bucket TEXT PRIMARY KEY,
+    tat REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS buckets_tat ON buckets (tat);
+
+-- Places of concurrency limits (acquire): one per (name, holder), counted while unexpired.
+CREATE TABLE IF NOT EXISTS slots (
+    name TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (name, holder)
+);
+CREATE INDEX IF NOT EXISTS slots_expiry ON slots (expires_at);
+
+-- The latest progress report of each message; body is a msgspec-JSON pigeon.message.Progress.
+CREATE TABLE IF NOT EXISTS progress (
+    id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS progress_expiry ON progress (expires_at);
+
+-- The shared event log; body is a msgspec-JSON pigeon.message.Event. AUTOINCREMENT: a seq is
+-- never reused, even after older events are pruned, so a reader's cursor (str(seq)) only
+-- moves forward.
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    body BLOB NOT NULL
+);
+
+PRAGMA user_version = 3;
