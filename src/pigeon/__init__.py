@@ -17,7 +17,7 @@ from pigeon.errors import (
     TaskNotFound,
     Timeout,
 )
-from pigeon.message import Failure, Settled
+from pigeon.message import Event, Failure, Progress, Settled
 from pigeon.promise import Promise
 from pigeon.secret import Secret
 from pigeon.task import BoundTask, Task, TaskOptions
@@ -31,8 +31,10 @@ __all__ = [
     "ConfigError",
     "Current",
     "EncodeError",
+    "Event",
     "Failure",
     "PigeonError",
+    "Progress",
     "Promise",
     "ResultNotKept",
     "Secret",

@@ -14,7 +14,7 @@ import contextvars
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
@@ -22,8 +22,11 @@ from pigeon.backends import DEFAULT_URL, Backend, from_url, redact
 from pigeon.backends.base import SyncTransactionalBackend, TransactionalBackend
 from pigeon.batching import Batcher
 from pigeon.errors import ConfigError, PigeonError, Timeout
-from pigeon.message import Message
-from pigeon.promise import MessagePromise, Promise, ResultWatcher
+from pigeon.events import Publisher, follow
+from pigeon.events import sent as sent_event
+from pigeon.limits import TaskLimits
+from pigeon.message import Event, Message
+from pigeon.promise import MessagePromise, ProgressWatcher, Promise, ResultWatcher
 from pigeon.signing import Signer
 from pigeon.task import Task, TaskOptions
 
@@ -48,6 +51,9 @@ class App:
     send accepts (and a worker runs), in bytes. ``secret`` (default: ``PIGEON_SECRET``,
     comma-separated for rotation) signs every message with HMAC-SHA256; a worker with a
     secret dead-letters unsigned or badly signed messages without running them.
+    ``events`` (default: ``PIGEON_EVENTS``, off) publishes what happens to messages for
+    ``app.events()`` and ``pigeon events`` (see ``pigeon.events``; it costs one more
+    backend call per batch of sends or outcomes).
     """
 
     def __init__(
@@ -58,8 +64,12 @@ class App:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         queue: str = "default",
         secret: str | Sequence[str] | None = None,
+        events: bool | None = None,
     ) -> None:
         self.url = url or os.environ.get("PIGEON_URL") or DEFAULT_URL
+        if events is None:
+            events = os.environ.get("PIGEON_EVENTS", "").lower() in ("1", "true", "yes", "on")
+        self.publish_events = events
         if result_ttl < 0:
             raise ConfigError(f"result_ttl must be >= 0 seconds, not {result_ttl}")
         if max_payload <= 0:
@@ -81,6 +91,8 @@ class App:
         self._open_lock: asyncio.Lock | None = None
         self._sender: Batcher[Message, str] | None = None
         self._watcher: ResultWatcher | None = None
+        self._progress: ProgressWatcher | None = None
+        self._publisher: Publisher | None = None
         self._background: set[asyncio.Future[Any]] = set()
         self._sending: set[asyncio.Future[Any]] = set()
         # The App.transaction block the current context is in, if any.
@@ -111,6 +123,11 @@ class App:
         max_deliveries: int = 3,
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 300.0,
+        rate: str | None = None,
+        burst: int = 1,
+        rate_key: Callable[..., Any] | None = None,
+        limit: int | None = None,
+        limit_key: Callable[..., Any] | None = None,
     ) -> _TaskDecorator: ...
     def task(  # type: ignore[misc]
         self, fn: Callable[..., Any] | None = None, /, **options: Any
@@ -118,6 +135,10 @@ class App:
         """Register a function (async or sync) as a task: ``@app.task`` or ``@app.task(...)``.
 
         Options are those of ``TaskOptions``; the name defaults to ``module.qualname``.
+        Limits that hold across every worker (see ``pigeon.limits.TaskLimits`` and the
+        README's "Rate and concurrency limits"): ``rate="100/s"`` (with ``burst`` starts back
+        to back, and ``rate_key`` for a bucket per key), ``limit=5`` running at once (with
+        ``limit_key`` for a limit per key).
         """
         if fn is None:
             return _TaskDecorator(self, options)
@@ -152,6 +173,7 @@ class App:
         if not isinstance(name, str) or "\x00" in name:
             # every backend must be able to store it: PostgreSQL text cannot hold NUL
             raise ConfigError(f"task name {name!r}: must be a string without NUL characters")
+        limits = TaskLimits.from_options(name, options)
         if options.get("queue") is None:
             options["queue"] = self.queue
         if options.get("result_ttl") is None:
@@ -162,7 +184,7 @@ class App:
             raise ConfigError(f"task {name!r}: {exc}") from None
         if name in self.tasks:
             raise ConfigError(f"a task named {name!r} is already registered; pass name=...")
-        task: Task[Any, Any] = Task(self, fn, name, opts)
+        task: Task[Any, Any] = Task(self, fn, name, opts, limits)
         self.tasks[name] = task
         return task
 
@@ -201,6 +223,8 @@ class App:
         self._open_lock = None
         self._sender = None
         self._watcher = None
+        self._progress = None
+        self._publisher = None
         self._background = set()
         self._sending = set()
 
@@ -290,6 +314,26 @@ class App:
         return self.call_sync(run(), timeout)
 
     @property
+    def progress_watcher(self) -> ProgressWatcher:
+        """The one loop that follows the progress of running messages (home loop only)."""
+        if self._progress is None:
+            self._progress = ProgressWatcher(self.open)
+        return self._progress
+
+    async def events(self, *, wait: float = 5.0) -> AsyncIterator[Event]:
+        """What happens to messages from now on, as it happens (an endless async iterator)::
+
+            async for event in app.events():
+                print(event.kind, event.task, event.id)
+
+        Events are published by Apps and workers with ``events=True`` (``PIGEON_EVENTS=1``);
+        see ``pigeon.events``. Iterate on the App's event loop.
+        """
+        backend = await self.open()
+        async for event in follow(backend, None, wait):
+            yield event
+
+    @property
     def watcher(self) -> ResultWatcher:
         """The one loop that waits for outcomes on behalf of every promise (home loop only)."""
         if self._watcher is None:
@@ -303,7 +347,14 @@ class App:
         backend = await self.open()
         if self.signer is not None:
             messages = [self.signer.sign(m) for m in messages]
-        return await backend.enqueue(messages)
+        ids = await backend.enqueue(messages)
+        if self.publish_events:
+            if self._publisher is None:
+                self._publisher = Publisher(backend)
+            for message, mid in zip(messages, ids, strict=True):
+                if mid == message.id:  # not a keyed duplicate
+                    self._publisher.emit(sent_event(message))
+        return ids
 
     def send_message(self, message: Message, task: Task[Any, Any] | None) -> MessagePromise[Any]:
         """Send one message; returns its promise at once.
@@ -394,6 +445,10 @@ class App:
         async def shut() -> None:
             if self._sender is not None:
                 await self._sender.drain()
+            if self._publisher is not None:
+                await self._publisher.drain()
+            if self._progress is not None:
+                await self._progress.close()
             if self._watcher is not None:
                 await self._watcher.close()
             for task in list(self._background):

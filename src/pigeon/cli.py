@@ -28,6 +28,14 @@ import click
 import msgspec
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from pigeon import codec
@@ -35,7 +43,10 @@ from pigeon.app import App
 from pigeon.backends import DEFAULT_URL, Backend, redact
 from pigeon.backends.base import MigratingBackend
 from pigeon.errors import Cancelled, ConfigError, PigeonError, TaskError
+from pigeon.events import describe as describe_event
+from pigeon.events import follow as follow_events
 from pigeon.message import MessageInfo, Stats
+from pigeon.message import Progress as TaskProgress
 from pigeon.promise import MessagePromise
 from pigeon.secret import redact as redact_secrets
 from pigeon.task import Task
@@ -429,7 +440,8 @@ def send(
             if not wait:
                 return mid, None
             try:
-                with stderr_console().status(f"waiting for {task.name} {mid}"):
+                with _ProgressBar(f"{task.name} {mid}") as bar:
+                    promise.on_progress(bar.update)
                     async with asyncio.timeout(timeout):
                         return mid, await promise
             except TimeoutError as exc:
@@ -453,6 +465,39 @@ def send(
     _, value = asyncio.run(run())
     if wait:
         click.echo(_to_json(value))
+
+
+class _ProgressBar:
+    """A spinner while waiting for an outcome, which turns into a progress bar (with the
+    task's latest text) as soon as the task reports progress; on stderr."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[text]}", style="dim"),
+            TimeElapsedColumn(),
+            console=stderr_console(),
+            transient=True,
+        )
+        self.row = self.progress.add_task(f"waiting for {escape(what)}", total=None, text="")
+
+    def __enter__(self) -> _ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, report: TaskProgress) -> None:
+        """Show a report: a fraction turns the spinner into a bar; text alone keeps the bar
+        (or spinner) as it was and changes the line beside it."""
+        if report.fraction is not None:
+            self.progress.update(self.row, total=1.0, completed=report.fraction)
+        self.progress.update(self.row, description=escape(self.what), text=escape(report.text))
 
 
 def find_task(app: App, name: str) -> Task[Any, Any]:
@@ -795,6 +840,60 @@ def dlq_purge(
 
 
 # purge, cancel -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option(
+    "--for",
+    "duration",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    help="Stop after S seconds (default: until interrupted).",
+)
+@_backend_options
+@click.pass_obj
+def events(
+    state: _State, as_json: bool, duration: float | None, app_spec: str | None, url: str | None
+) -> None:
+    """Print what happens to messages as it happens: sent, started, retried, succeeded,
+    failed, cancelled, dead, released.
+
+    Events are published by Apps and workers that run with PIGEON_EVENTS=1 (or
+    App(events=True)); with none of those there is nothing to show.
+    """
+    app = _app_for(state, app_spec, url)
+    console = stdout_console()
+    encoder = msgspec.json.Encoder()
+
+    async def run() -> None:
+        backend = await app.open()
+        stderr_console().print(
+            f"following events on {escape(redact(app.url))} (published with PIGEON_EVENTS=1);"
+            " Ctrl-C to stop",
+            style="dim",
+            soft_wrap=True,
+        )
+        try:
+            async with asyncio.timeout(duration):
+                async for event in follow_events(backend, None, 1.0):
+                    if as_json:
+                        click.echo(encoder.encode(event).decode())
+                    else:
+                        console.print(
+                            escape(describe_event(event)),
+                            style=STATE_STYLES.get(event.kind, ""),
+                            soft_wrap=True,
+                        )
+        except TimeoutError:
+            pass
+        finally:
+            await app.close()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
 
 
 @cli.command()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from pigeon.errors import PigeonError
+from pigeon.message import Progress
 
 #: The header in which a periodic tick carries its scheduled time (epoch seconds).
 TICK_HEADER = "pigeon-tick"
@@ -29,6 +33,25 @@ class Current:
     failures: int
     headers: dict[str, str] = field(default_factory=dict)
     cancelled: bool = False
+    reporter: Callable[[Progress], None] | None = field(default=None, repr=False)
+
+    def progress(self, fraction: float | None = None, text: str = "") -> None:
+        """Tell the sender how far the task has got: ``fraction`` 0.0-1.0 (None: unknown)
+        and/or a line of ``text``. The sender sees it as ``promise.progress`` and through
+        ``promise.on_progress(cb)``. Cheap to call often: reports are coalesced (the latest
+        one per message goes to the backend, a few times a second). Callable from async
+        and sync tasks alike.
+        """
+        if fraction is not None:
+            if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+                raise TypeError(f"progress fraction must be a number 0.0-1.0, not {fraction!r}")
+            if not (0.0 <= fraction <= 1.0) or math.isnan(fraction):
+                raise ValueError(f"progress fraction must be between 0.0 and 1.0, not {fraction}")
+            fraction = float(fraction)
+        if not isinstance(text, str):
+            raise TypeError(f"progress text must be a str, not {type(text).__name__}")
+        if self.reporter is not None:
+            self.reporter(Progress(self.id, fraction, text, time.time()))
 
     @property
     def tick(self) -> float | None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 import msgspec
 
 from pigeon.errors import AggregateError, Cancelled, PigeonError, ResultNotKept, TaskError
-from pigeon.message import Failure, JoinMode, Message, Mode, Result, Settled, new_id
+from pigeon.message import Failure, JoinMode, Message, Mode, Progress, Result, Settled, new_id
 
 if TYPE_CHECKING:
     from pigeon.app import App
@@ -333,6 +333,48 @@ class MessagePromise(Promise[R]):
         promise = app.send_later(follow(), task)
         promise._through = through
         return promise
+
+    _progress: Progress | None = None
+    _progress_callbacks: list[Callable[[Progress], Any]] | None = None
+
+    @property
+    def progress(self) -> Progress | None:
+        """The latest progress the task reported (``pigeon.current().progress``), as seen
+        here: None until a report arrives. Reading it starts following the message's
+        progress (a few times a second, one backend call for all followed promises) until
+        the outcome is stored."""
+        if self._progress_callbacks is None:
+            self._progress_callbacks = []
+            self._start_following()
+        return self._progress
+
+    def on_progress(self, callback: Callable[[Progress], Any]) -> MessagePromise[R]:
+        """Call ``callback(progress)`` (on the App's event loop) with each new progress
+        report of this message until its outcome is stored; returns this promise.
+        An async callback is awaited; an exception in one is logged."""
+        if self._progress_callbacks is None:
+            self._progress_callbacks = [callback]
+            self._start_following()
+        else:
+            self._progress_callbacks.append(callback)
+        return self
+
+    def _start_following(self) -> None:
+        async def follow() -> None:
+            mid = await self._confirm()
+            await self.app.progress_watcher.follow(mid, self)
+
+        self.app.start(follow())
+
+    async def _on_progress(self, progress: Progress) -> None:
+        self._progress = progress
+        for callback in list(self._progress_callbacks or ()):
+            try:
+                answer = callback(progress)
+                if inspect.isawaitable(answer):
+                    await answer
+            except Exception:
+                log.exception("progress callback %r of %s failed", callback, self._id)
 
     def cancel(self) -> Promise[bool]:
         async def cancel() -> bool:
@@ -673,6 +715,64 @@ class ResultWatcher:
                     entry = self._waiters.pop(mid, None)
                     if entry is not None and not entry[0].done():
                         entry[0].set_result(result)
+        finally:
+            self._runner = None
+
+
+class ProgressWatcher:
+    """Follows the progress of many messages with one ``progress`` call per tick.
+
+    Every ``EVERY`` seconds it asks the backend for the latest reports (and outcomes) of the
+    messages followed, hands each new report to its promises, and stops following a message
+    once its outcome is stored (after delivering the last report).
+    """
+
+    EVERY = 0.2
+
+    def __init__(self, backend: Callable[[], Awaitable[Backend]]) -> None:
+        self._backend = backend
+        self._followed: dict[str, tuple[list[MessagePromise[Any]], list[Progress | None]]] = {}
+        self._runner: asyncio.Task[None] | None = None
+
+    async def follow(self, mid: str, promise: MessagePromise[Any]) -> None:
+        entry = self._followed.setdefault(mid, ([], [None]))
+        entry[0].append(promise)
+        if self._runner is None:
+            self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            try:
+                await self._runner
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        try:
+            while self._followed:
+                ids = list(self._followed)
+                try:
+                    backend = await self._backend()
+                    reports = await backend.progress(ids)
+                    settled = await backend.results(ids)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("following progress failed, retrying: %s", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                for mid in ids:
+                    promises, last = self._followed[mid]
+                    report = reports.get(mid)
+                    if report is not None and report != last[0]:
+                        last[0] = report
+                        for promise in promises:
+                            await promise._on_progress(report)
+                    if mid in settled:
+                        del self._followed[mid]
+                if self._followed:
+                    await asyncio.sleep(self.EVERY)
         finally:
             self._runner = None
 

@@ -12,6 +12,7 @@ import msgspec
 
 from pigeon.codec import TaskCodec
 from pigeon.errors import ConfigError, EncodeError
+from pigeon.limits import TaskLimits
 from pigeon.message import Message, Mode, new_id
 
 if TYPE_CHECKING:
@@ -95,9 +96,17 @@ class Task(Generic[P, R]):
     ``send`` is checked by mypy against the signature and returns ``Promise[R]``.
     """
 
-    def __init__(self, app: App, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[..., Any],
+        name: str,
+        options: TaskOptions,
+        limits: TaskLimits | None = None,
+    ) -> None:
         options.check(name)
         self.app = app
+        self.limits = limits
         self.fn = fn
         self.name = name
         self.defaults = options

@@ -54,6 +54,13 @@ async def echo(value: Any) -> Any:
     return value
 
 
+@app.task(name="t.steps")
+async def steps(n: int) -> int:
+    for i in range(1, n + 1):
+        pigeon.current().progress(i / n, f"step {i}/{n}")
+    return n
+
+
 @app.task(name="t.whoami")
 async def whoami() -> int:
     return os.getpid()

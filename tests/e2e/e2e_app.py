@@ -69,7 +69,22 @@ def crash(marker: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+async def paced(marker: str) -> None:
+    """Records the wall-clock time it starts (rate="50/s" across every worker)."""
+    _record(marker, f"{time.time()}")
+
+
+async def narrow(marker: str, seconds: float) -> None:
+    """Records start and end with its pid and run (limit=2 across every worker)."""
+    run = f"{pigeon.current().id}/{pigeon.current().attempt}"
+    _record(marker, f"start {os.getpid()} {run} {time.time()}")
+    await asyncio.sleep(seconds)
+    _record(marker, f"end {os.getpid()} {run} {time.time()}")
+
+
 TASKS = [
+    (paced, {"name": "e2e.paced", "rate": "50/s"}),
+    (narrow, {"name": "e2e.narrow", "limit": 2, "lease": 1.0}),
     (add, {"name": "e2e.add"}),
     (slow, {"name": "e2e.slow", "lease": 1.0}),
     (slow_sync, {"name": "e2e.slow_sync", "lease": 1.0}),

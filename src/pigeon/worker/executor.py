@@ -21,10 +21,11 @@ import msgspec
 from pigeon import codec
 from pigeon.context import Cancellation, Current, _current
 from pigeon.errors import EncodeError
-from pigeon.message import Delivery, Failure, Message, Outcome, Result
+from pigeon.message import Delivery, Failure, Message, Outcome, Progress, Result
 from pigeon.promise import JOIN_TASK
 from pigeon.signing import Signer
 from pigeon.task import Task
+from pigeon.worker.limits import Gate
 
 log = logging.getLogger("pigeon.worker")
 
@@ -42,8 +43,14 @@ class Executor:
         flush: Callable[[], Awaitable[None]] | None = None,
         signer: Signer | None = None,
         max_payload: int | None = None,
+        gate: Gate | None = None,
+        on_start: Callable[[Delivery, Message], None] | None = None,
+        reporter: Callable[[Progress], None] | None = None,
     ) -> None:
         self.tasks = tasks
+        self.gate = gate
+        self.on_start = on_start
+        self.reporter = reporter
         self.signer = signer
         self.max_payload = max_payload
         self._results = results
@@ -55,7 +62,8 @@ class Executor:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def process(self, d: Delivery, cancellation: Cancellation | None = None) -> Outcome:
-        """The outcome of one delivery. Never raises except CancelledError.
+        """The outcome of one delivery. Never raises except CancelledError, and
+        ``Deferred`` when the task's limits say it may not start yet.
 
         ``cancellation``, when given, is how the worker tells a running task that its
         message was cancelled: once it is requested, the task is not started, or an async
@@ -124,11 +132,36 @@ class Executor:
             args, kwargs = task.codec.decode_args(raw_args, raw_kwargs)
         except EncodeError as exc:
             return _dead(d, "InvalidArguments", str(exc), ttl=m.result_ttl)
-        current = Current(m.id, m.task, m.queue, d.attempt, d.failures, m.headers)
+        current = Current(
+            m.id, m.task, m.queue, d.attempt, d.failures, m.headers, reporter=self.reporter
+        )
         if cancellation is not None:
             if cancellation.requested:
                 return _cancelled(d, m, "cancelled before it ran")
             cancellation.current = current
+        limits = task.limits
+        if limits is None or self.gate is None:
+            return await self._execute(d, m, task, args, kwargs, current, cancellation, passthrough)
+        try:
+            bucket, place = limits.keys(args, kwargs)
+        except Exception as exc:  # the task's rate_key/limit_key failed: the task's failure
+            return self._failed(d, m, task, exc)
+        async with self.gate.admit(limits, d, m.lease, bucket, place):
+            return await self._execute(d, m, task, args, kwargs, current, cancellation, passthrough)
+
+    async def _execute(
+        self,
+        d: Delivery,
+        m: Message,
+        task: Task[Any, Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        current: Current,
+        cancellation: Cancellation | None,
+        passthrough: Outcome | None,
+    ) -> Outcome:
+        if self.on_start is not None:
+            self.on_start(d, m)
         try:
             value = await self._run(task, args, kwargs, m.timeout, current, cancellation)
             if self._flush is not None:

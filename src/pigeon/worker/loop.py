@@ -22,10 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from pigeon.batching import Batcher
 from pigeon.context import Cancellation
-from pigeon.message import Delivery, Failure, Lease, Outcome, WorkerInfo, new_id
+from pigeon.events import Publisher, outcome_event
+from pigeon.message import Delivery, Event, Failure, Lease, Message, Outcome, WorkerInfo, new_id
 from pigeon.scheduler import Scheduler
 from pigeon.worker.executor import Executor
+from pigeon.worker.limits import Deferred, Gate
 from pigeon.worker.queues import fetch_order
+from pigeon.worker.reporting import Reporter
 
 if TYPE_CHECKING:
     from pigeon.app import App
@@ -42,7 +45,7 @@ CANCEL_POLL = 0.5
 
 
 class _Running:
-    __slots__ = ("cancellation", "extended_at", "lease", "length", "task")
+    __slots__ = ("cancellation", "extended_at", "lease", "length", "queue", "task", "task_name")
 
     def __init__(
         self, lease: Lease, length: float, task: asyncio.Task[None], cancellation: Cancellation
@@ -52,6 +55,8 @@ class _Running:
         self.task = task
         self.cancellation = cancellation
         self.extended_at = time.monotonic()
+        self.task_name = ""  # known once the message is decoded (for events)
+        self.queue = ""
 
 
 class Worker:
@@ -112,6 +117,9 @@ class Worker:
         backend = await self.app.open()
         self._backend = backend
         self._settler: Batcher[Outcome, bool] = Batcher(backend.settle)
+        self._events = Publisher(backend) if self.app.publish_events else None
+        self._gate = Gate(backend)
+        self._reporter = Reporter(backend)
         self.executor = Executor(
             self.app.tasks,
             backend.results,
@@ -119,6 +127,9 @@ class Worker:
             self.app.flush,
             signer=self.app.signer,
             max_payload=self.app.max_payload,
+            gate=self._gate,
+            on_start=self._on_start,
+            reporter=self._reporter,
         )
         log.info(
             "worker %s: queues %s, concurrency %d, backend %s",
@@ -141,6 +152,7 @@ class Worker:
                 beat.cancel()
         finally:
             self.executor.shutdown()
+            self._gate.close()
             try:
                 await backend.retire(self.id)
             except Exception as exc:
@@ -202,9 +214,24 @@ class Worker:
         task = asyncio.ensure_future(self._run_one(d, cancellation))
         self._running[d.id] = _Running(Lease(d.id, d.attempt), d.lease, task, cancellation)
 
+    def _on_start(self, d: Delivery, m: Message) -> None:
+        held = self._running.get(d.id)
+        if held is not None:
+            held.task_name, held.queue = m.task, m.queue
+        if self._events is not None:
+            self._events.emit(
+                Event("started", d.id, m.task, m.queue, time.time(), d.attempt, self.id)
+            )
+
     async def _run_one(self, d: Delivery, cancellation: Cancellation) -> None:
         try:
             outcome = await self.executor.process(d, cancellation)
+        except Deferred as deferred:
+            # Over a rate or concurrency limit: back to the backend, due again later.
+            log.debug("%s deferred %.3fs: %s", d.id, deferred.delay, deferred)
+            self._forget(d.id)
+            await self._release([Lease(d.id, d.attempt)], deferred.delay)
+            return
         except Exception as exc:
             # A bug in pigeon itself, not in the task: dead-letter rather than loop forever.
             log.exception("internal error processing %s", d.id)
@@ -218,10 +245,14 @@ class Worker:
             self._forget(d.id)
             await self._release([Lease(d.id, d.attempt)])
             return
+        held = self._running.get(d.id)
         self._forget(d.id)
         self.done += 1
         if self.max_tasks is not None and self.done >= self.max_tasks:
             self._stopping.set()
+        if self._events is not None:
+            name, queue = (held.task_name, held.queue) if held is not None else ("", "")
+            self._events.emit(outcome_event(outcome, name, queue, self.id))
         await self._settle(outcome)
 
     def _forget(self, mid: str) -> None:
@@ -252,9 +283,13 @@ class Worker:
                 )
             return
 
-    async def _release(self, leases: list[Lease]) -> None:
+    async def _release(self, leases: list[Lease], delay: float = 0.0) -> None:
+        if self._events is not None:
+            now = time.time()
+            for lease in leases:
+                self._events.emit(Event("released", lease.id, at=now, attempt=lease.attempt))
         try:
-            await self._backend.release(leases)
+            await self._backend.release(leases, delay)
         except Exception as exc:
             log.warning(
                 "could not release %d messages (they return when their lease ends): %s",
@@ -358,6 +393,9 @@ class Worker:
                 log.info("released %d unfinished tasks for another worker", len(pending))
                 await asyncio.gather(*pending, return_exceptions=True)
         await self._settler.drain()
+        await self._reporter.drain()
+        if self._events is not None:
+            await self._events.drain()
         await self.app.flush()
 
 

@@ -1,0 +1,119 @@
+"""Progress reported by running tasks reaches the sender; events tell what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+import pigeon
+from pigeon.message import Event, Progress
+
+from .conftest import StartWorker
+
+
+async def test_an_async_task_reports_progress_to_the_promise(
+    app: pigeon.App, start_worker: StartWorker
+) -> None:
+    step = asyncio.Event()
+    seen: list[Progress] = []
+
+    @app.task
+    async def resize(n: int) -> str:
+        for i in range(1, n + 1):
+            await step.wait()
+            step.clear()
+            pigeon.current().progress(i / n, f"resized {i}/{n}")
+        return "done"
+
+    await start_worker()
+    promise = resize.send(3)
+    promise.on_progress(seen.append)
+    assert promise.progress is None  # nothing reported yet
+    for i in range(1, 4):
+        step.set()
+        async with asyncio.timeout(5):
+            while not seen or seen[-1].text != f"resized {i}/3":
+                await asyncio.sleep(0.01)
+    assert await asyncio.wait_for(promise, 5) == "done"
+    assert [(p.fraction, p.text) for p in seen] == [
+        (1 / 3, "resized 1/3"),
+        (2 / 3, "resized 2/3"),
+        (1.0, "resized 3/3"),
+    ]
+    assert promise.progress == seen[-1]
+    assert seen[-1].id == promise.id
+
+
+async def test_a_sync_task_reports_progress_from_its_thread(
+    app: pigeon.App, start_worker: StartWorker
+) -> None:
+    release = threading.Event()
+
+    @app.task
+    def crunch() -> int:
+        pigeon.current().progress(0.5, "half way")
+        release.wait(10)
+        return 1
+
+    await start_worker()
+    promise = crunch.send()
+    async with asyncio.timeout(5):
+        while promise.progress is None:
+            await asyncio.sleep(0.01)
+    assert (promise.progress.fraction, promise.progress.text) == (0.5, "half way")
+    release.set()
+    assert await asyncio.wait_for(promise, 5) == 1
+
+
+def test_bad_progress_is_refused_with_a_clear_error() -> None:
+    current = pigeon.context.Current("id", "t", "q", 1, 0)
+    with pytest.raises(ValueError, match=r"between 0.0 and 1.0, not 1.5"):
+        current.progress(1.5)
+    with pytest.raises(TypeError, match="must be a number"):
+        current.progress("half")  # type: ignore[arg-type]
+    current.progress(None, "text only is fine")
+
+
+async def test_events_tell_the_life_of_each_message(
+    app: pigeon.App, start_worker: StartWorker
+) -> None:
+    @app.task(retries=1, retry_backoff=0.01)
+    async def flaky(fail: bool) -> None:
+        if fail and pigeon.current().failures == 0:
+            raise RuntimeError("first try fails")
+
+    @app.task
+    async def broken() -> None:
+        raise ValueError("always")
+
+    events: list[Event] = []
+
+    async def listen() -> None:
+        async for event in app.events(wait=0.5):
+            events.append(event)
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.3)  # the listener starts at the end of the log
+    await start_worker()
+    ok, retried, bad = flaky.send(False), flaky.send(True), broken.send()
+    await asyncio.wait_for(asyncio.gather(ok, retried), 10)
+    with pytest.raises(pigeon.TaskError):
+        await asyncio.wait_for(bad, 10)
+
+    def kinds(mid: str) -> list[str]:
+        return [e.kind for e in events if e.id == mid]
+
+    async with asyncio.timeout(5):
+        while kinds(bad.id)[-1:] != ["dead"] or kinds(retried.id)[-1:] != ["succeeded"]:
+            await asyncio.sleep(0.02)
+    listener.cancel()
+    assert kinds(ok.id) == ["sent", "started", "succeeded"]
+    assert kinds(retried.id) == ["sent", "started", "retried", "started", "succeeded"]
+    assert kinds(bad.id) == ["sent", "started", "dead"]
+    [died] = [e for e in events if e.id == bad.id and e.kind == "dead"]
+    assert died.error == "ValueError: always"
+    assert died.task == broken.name
+    assert died.worker
+    assert died.attempt == 1
