@@ -647,11 +647,12 @@ def _when(epoch: float | None, now: float) -> str:
 def inspect_(state: _State, message_id: str, app_spec: str | None, url: str | None) -> None:
     """Everything the backend knows of one message."""
 
-    async def read(b: Backend) -> tuple[MessageInfo | None, float]:
-        return await b.inspect(message_id), await b.time()
+    async def read(b: Backend) -> tuple[MessageInfo | None, TaskProgress | None, float]:
+        reports = await b.progress([message_id])
+        return await b.inspect(message_id), reports.get(message_id), await b.time()
 
     app = _app_for(state, app_spec, url)
-    info, now = _call(app, read)
+    info, report, now = _call(app, read)
     if info is None:
         raise CommandFailed(
             f"no message {message_id}: it was never sent to this backend, or its outcome expired",
@@ -671,6 +672,7 @@ def inspect_(state: _State, message_id: str, app_spec: str | None, url: str | No
         ("due", _when(info.run_at, now) if info.state in ("scheduled", "pending") else ""),
         ("leased until", _when(info.lease_until, now)),
         ("worker", info.worker or ""),
+        ("progress", _progress_line(report)),
         ("reason", info.reason or ""),
     ]:
         if value:
@@ -691,6 +693,13 @@ def inspect_(state: _State, message_id: str, app_spec: str | None, url: str | No
     if traceback:
         out.print("[bold]traceback[/]")
         out.print(escape(traceback.rstrip()), style="dim", soft_wrap=True)
+
+
+def _progress_line(report: TaskProgress | None) -> str:
+    if report is None:
+        return ""
+    parts = [f"{report.fraction:.0%}" if report.fraction is not None else "", report.text]
+    return " ".join(p for p in parts if p)
 
 
 def _message_rows(body: bytes, now: float) -> list[tuple[str, str]]:

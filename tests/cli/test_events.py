@@ -67,5 +67,7 @@ def test_send_wait_shows_progress_and_prints_the_result(
     mid = done.stdout.split()[0]
     reports = project.backend(lambda b: b.progress([mid]))
     assert (reports[mid].fraction, reports[mid].text) == (1.0, "step 3/3")
+    shown = project.invoke("inspect", mid, "--url", project.url)
+    assert "progress  100% step 3/3" in shown.stdout
     worker.terminate()
     eventually(lambda: worker.poll() is not None, "the worker to stop")
