@@ -2,7 +2,8 @@
 
 One ``Worker`` runs on one asyncio event loop in one process. Five coroutines, all owned
 by one TaskGroup, do the work: the fetcher (leases only as many messages as there are free
-slots, from the queues in the order ``queues.fetch_order`` gives), the runs themselves (one
+slots plus a small buffer, from the queues in the order ``queues.fetch_order`` gives; a
+buffered message starts the moment a slot frees), the runs themselves (one
 asyncio task per message), the lease keeper (extends the leases of running messages and
 asks which of them were cancelled, one batched call each), the heartbeat (the worker's
 record in the backend) and, when the App has periodic tasks, the scheduler (which sends
@@ -42,6 +43,22 @@ EXIT_UNHEALTHY = 3
 #: Seconds between two ``cancelling`` calls while tasks run: a cancel reaches its task
 #: within this (plus a round trip).
 CANCEL_POLL = 0.5
+
+#: Prefetched messages beyond the free slots, as a fraction of the concurrency (rounded
+#: down: none below a concurrency of 5). They start the moment a slot frees, without a
+#: round trip; ones that cannot start within ``BUFFER_PATIENCE`` seconds (every slot busy
+#: with long tasks) go back to the backend for another worker.
+BUFFER_SHARE = 0.2
+BUFFER_PATIENCE = 0.25
+
+
+class _Buffered:
+    __slots__ = ("delivery", "extended_at", "since")
+
+    def __init__(self, delivery: Delivery, now: float) -> None:
+        self.delivery = delivery
+        self.since = now
+        self.extended_at = now
 
 
 class _Running:
@@ -99,6 +116,9 @@ class Worker:
         self.done = 0
         self.fetches = 0
         self._running: dict[str, _Running] = {}
+        self.buffer = int(concurrency * BUFFER_SHARE)
+        self._buffered: dict[str, _Buffered] = {}
+        self._stalled = False  # buffered messages were given back: refill once a slot frees
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._started_at = time.time()
@@ -169,13 +189,15 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 free = self.concurrency - len(self._running)
-                if free <= 0:
+                buffered = len(self._buffered)
+                room = free + (0 if self._stalled else self.buffer) - buffered
+                if room <= 0 or (free <= 0 and buffered > self.buffer // 2):
                     self._slot_freed.clear()
                     await _first_of(self._slot_freed.wait(), stop_wait)
                     continue
                 self.fetches += 1
                 queues = fetch_order(self.queues, self.fetches)
-                fetch = asyncio.ensure_future(self._backend.fetch(queues, free, self.id, wait=1.0))
+                fetch = asyncio.ensure_future(self._backend.fetch(queues, room, self.id, wait=1.0))
                 try:
                     await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                     if not fetch.done():
@@ -204,10 +226,24 @@ class Worker:
                     continue
                 failing_since = None
                 backoff = 0.05
+                now = time.monotonic()
                 for d in deliveries:
-                    self._start(d)
+                    self._buffered[d.id] = _Buffered(d, now)
+                self._start_buffered()
         finally:
             stop_wait.cancel()
+            if self._buffered:  # prefetched, never started: back for another worker at once
+                leases = [Lease(b.delivery.id, b.delivery.attempt) for b in self._buffered.values()]
+                self._buffered.clear()
+                await self._release(leases)
+
+    def _start_buffered(self) -> None:
+        """Start prefetched messages, oldest first, while there are free slots."""
+        while self._buffered and len(self._running) < self.concurrency:
+            if self._stopping.is_set():
+                return
+            mid = next(iter(self._buffered))
+            self._start(self._buffered.pop(mid).delivery)
 
     def _start(self, d: Delivery) -> None:
         cancellation = Cancellation()
@@ -257,6 +293,9 @@ class Worker:
 
     def _forget(self, mid: str) -> None:
         self._running.pop(mid, None)
+        self._stalled = False
+        if self._buffered:
+            self._start_buffered()
         self._slot_freed.set()
 
     async def _settle(self, outcome: Outcome) -> None:
@@ -312,6 +351,9 @@ class Worker:
                 tick = min(tick, max(third, 0.02))
                 if now - r.extended_at >= third:
                     due.append(r.lease)
+            if self._buffered:
+                tick = min(tick, BUFFER_PATIENCE / 2)
+                await self._keep_buffered(now, due)
             if due:
                 try:
                     lost = await self._backend.extend(due)
@@ -320,6 +362,13 @@ class Worker:
                 else:
                     stamp = time.monotonic()
                     for lease in due:
+                        waiting = self._buffered.get(lease.id)
+                        if waiting is not None:
+                            if lease.id in lost:
+                                del self._buffered[lease.id]
+                            else:
+                                waiting.extended_at = stamp
+                            continue
                         held = self._running.get(lease.id)
                         if held is None:
                             continue
@@ -332,6 +381,23 @@ class Worker:
                 asked = time.monotonic()
                 await self._pass_on_cancellations()
             await asyncio.sleep(tick)
+
+    async def _keep_buffered(self, now: float, due: list[Lease]) -> None:
+        """Prefetched messages: give back those that waited too long for a slot (for an
+        idle worker to take), and list the leases of the others that need extending."""
+        stuck = [
+            b
+            for b in self._buffered.values()
+            if now - b.since > BUFFER_PATIENCE and len(self._running) >= self.concurrency
+        ]
+        if stuck:
+            for b in stuck:
+                del self._buffered[b.delivery.id]
+            self._stalled = True
+            await self._release([Lease(b.delivery.id, b.delivery.attempt) for b in stuck])
+        for b in self._buffered.values():
+            if now - b.extended_at >= b.delivery.lease / 3:
+                due.append(Lease(b.delivery.id, b.delivery.attempt))
 
     async def _pass_on_cancellations(self) -> None:
         """Ask the backend which running messages were cancelled; tell their runs."""
