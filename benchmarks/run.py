@@ -166,15 +166,19 @@ def run_limits(args: argparse.Namespace, settings: Settings, run: report.Run, ru
             run.limits[f"redis-py LPUSH, pipelines of {limits.PIPELINE:,}"] = (
                 limits.redis_lpush_pipelined(url, n)
             )
-        executemany, copy = asyncio.run(pg_limits(args.postgres, run_id, n))
+            run.limits["redis-py asyncio LPUSH, one awaited at a time"] = asyncio.run(
+                limits.redis_lpush_one_by_one(url, min(n, 5000))
+            )
+        executemany, copy, single = asyncio.run(pg_limits(args.postgres, run_id, n))
         run.limits["asyncpg executemany INSERT, one transaction (rows)"] = executemany
         run.limits["asyncpg copy_records_to_table (rows)"] = copy
+        run.limits["asyncpg INSERT, one awaited at a time (rows)"] = single
     except Exception as exc:
         run.errors["raw limits"] = " ".join(f"{type(exc).__name__}: {exc}".split())
         print(f"raw limits: error: {run.errors['raw limits']}", flush=True)
 
 
-async def pg_limits(admin_dsn: str, run_id: str, n: int) -> tuple[float, float]:
+async def pg_limits(admin_dsn: str, run_id: str, n: int) -> tuple[float, float, float]:
     name = namespaces.database_name("limits", run_id)
     async with namespaces.postgres_database(admin_dsn, name) as dsn:
         return await limits.asyncpg_inserts(dsn, n)

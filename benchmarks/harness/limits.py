@@ -3,9 +3,12 @@ queue go when nothing but them runs.
 
 - asyncio: ``await asyncio.create_task(coro())`` in a loop (one task made, run and awaited
   per iteration): the ceiling of any per-task asyncio bookkeeping;
-- Redis: redis-py LPUSH of a small payload, pipelined in batches of 1,000 (no transaction);
+- Redis: redis-py LPUSH of a small payload, pipelined in batches of 1,000 (no transaction),
+  and one at a time with the asyncio client (each awaited: one round trip, what a single
+  send can at best cost an asyncio program);
 - PostgreSQL: asyncpg inserting rows (a bigint and a short text) into a plain table of a
-  database of its own: ``executemany`` in one transaction, and ``copy_records_to_table``.
+  database of its own: ``executemany`` in one transaction, ``copy_records_to_table``, and one
+  ``INSERT`` at a time (each awaited, autocommit: one round trip and one commit).
 """
 
 from __future__ import annotations
@@ -47,13 +50,35 @@ def redis_lpush_pipelined(redis_url: str, n: int) -> float:
         client.close()
 
 
-async def asyncpg_inserts(dsn: str, n: int) -> tuple[float, float]:
-    """Rows per second: (``executemany`` in one transaction, ``copy_records_to_table``)."""
+async def redis_lpush_one_by_one(redis_url: str, n: int) -> float:
+    """LPUSHes per second with redis-py's asyncio client, each awaited before the next."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_url)
+    key = "pigeon-bench:limit-single"
+    try:
+        t0 = time.perf_counter()
+        for i in range(n):
+            await client.lpush(key, f"task-{i}")
+        return n / (time.perf_counter() - t0)
+    finally:
+        await client.delete(key)
+        await client.aclose()
+
+
+async def asyncpg_inserts(dsn: str, n: int) -> tuple[float, float, float]:
+    """Rows per second: (``executemany`` in one transaction, ``copy_records_to_table``,
+    one autocommitted ``INSERT`` at a time)."""
     import asyncpg
 
     connection = await asyncpg.connect(dsn)
     try:
         await connection.execute("CREATE TABLE rows (id bigint, payload text)")
+        single = min(n, 5000)
+        t0 = time.perf_counter()
+        for i in range(single):
+            await connection.execute("INSERT INTO rows VALUES ($1, $2)", i, "one")
+        one_by_one = single / (time.perf_counter() - t0)
         records = [(i, f"task-{i}") for i in range(n)]
         t0 = time.perf_counter()
         async with connection.transaction():
@@ -62,6 +87,6 @@ async def asyncpg_inserts(dsn: str, n: int) -> tuple[float, float]:
         t0 = time.perf_counter()
         await connection.copy_records_to_table("rows", records=records)
         copy = n / (time.perf_counter() - t0)
-        return executemany, copy
+        return executemany, copy, one_by_one
     finally:
         await connection.close()
