@@ -149,3 +149,23 @@ def test_bad_limits_are_refused_at_registration(options: dict[str, object], mess
     app = pigeon.App("memory://")
     with pytest.raises(ConfigError, match=message):
         app.task(**options)(lambda: None)  # type: ignore[call-overload]
+
+
+async def test_a_message_cancelled_while_it_waits_for_its_rate_never_runs(
+    app: pigeon.App, start_worker: StartWorker
+) -> None:
+    ran: list[int] = []
+
+    @app.task(rate="1/s")
+    async def slow_lane(n: int) -> None:
+        ran.append(n)
+
+    await start_worker()
+    first = slow_lane.send(1)
+    await asyncio.wait_for(first, 5)
+    second = slow_lane.send(2)  # its slot is about a second away: it waits on the worker
+    await asyncio.sleep(0.2)
+    assert await second.cancel() is True
+    with pytest.raises(pigeon.Cancelled):
+        await asyncio.wait_for(second, 5)
+    assert ran == [1]

@@ -160,6 +160,8 @@ class Executor:
         cancellation: Cancellation | None,
         passthrough: Outcome | None,
     ) -> Outcome:
+        if cancellation is not None and cancellation.requested:  # while it waited for a limit
+            return _cancelled(d, m, "cancelled before it ran")
         if self.on_start is not None:
             self.on_start(d, m)
         try:
