@@ -6,7 +6,9 @@ message it sends, and a worker of such an App publishes ``started`` and, per out
 unstarted: a shutdown, or a rate or concurrency limit). Events go out in batches (one
 ``publish`` per batch, off the path of the message itself) and a failed publish is logged,
 never retried: events are for watching, not for correctness. ``app.events()`` and
-``pigeon events`` read the log.
+``pigeon events`` read the log, in the order events were published: events of one message
+published by different processes may come out of the order they happened in (a worker's
+``started`` can be published before its sender's ``sent``); ``at`` orders them.
 """
 
 from __future__ import annotations

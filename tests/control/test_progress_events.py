@@ -103,10 +103,12 @@ async def test_events_tell_the_life_of_each_message(
         await asyncio.wait_for(bad, 10)
 
     def kinds(mid: str) -> list[str]:
-        return [e.kind for e in events if e.id == mid]
+        # In publish order a worker's "started" may come before its sender's "sent" (two
+        # publishers); by the time each happened (``at``, one host's clock) it is causal.
+        return [e.kind for e in sorted(events, key=lambda e: e.at) if e.id == mid]
 
     async with asyncio.timeout(5):
-        while kinds(bad.id)[-1:] != ["dead"] or kinds(retried.id)[-1:] != ["succeeded"]:
+        while len(kinds(bad.id)) < 3 or len(kinds(retried.id)) < 5 or len(kinds(ok.id)) < 3:
             await asyncio.sleep(0.02)
     listener.cancel()
     assert kinds(ok.id) == ["sent", "started", "succeeded"]
