@@ -9,7 +9,7 @@ Configuration: ``pigeon worker APP -c 100`` for both workloads (asyncio, pigeon'
 ``fire`` for the no-op and nap tasks (pigeon's documented fire-and-forget: no outcome kept),
 ``send`` + ``await`` for the round trip (pushed notifications where the backend has them).
 Enqueue one by one is ``fire`` + ``await app.flush()`` (stored when it returns); bulk is
-``fire`` N times in one turn of the event loop + one ``flush`` (pigeon batches the sends).
+pigeon's bulk API, ``fire_many`` of the N calls + one ``flush`` (stored when it returns).
 """
 
 from __future__ import annotations
@@ -102,9 +102,7 @@ class PigeonSystem(System):
         await self.app.flush()
 
     async def enqueue_bulk(self, kind: Kind, ids: range) -> None:
-        task = self.app.tasks[kind.value]
-        for i in ids:
-            task.fire(i)
+        self.app.tasks[kind.value].fire_many((i,) for i in ids)
         await self.app.flush()
 
     def worker(self, kind: Kind, concurrency: int) -> WorkerCommand:

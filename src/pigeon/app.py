@@ -40,6 +40,9 @@ T = TypeVar("T")
 log = logging.getLogger("pigeon")
 
 DEFAULT_MAX_PAYLOAD = 1 << 20
+#: The most messages one ``enqueue`` stores: the sends made meanwhile (or a bulk send) are
+#: stored in chunks of this many.
+SEND_CHUNK = 10_000
 
 
 class App:
@@ -369,12 +372,46 @@ class App:
             return transaction.add(message, task)
         if self._async_here():
             if self._sender is None:
-                self._sender = Batcher(self.enqueue)
+                self._sender = Batcher(self.enqueue, SEND_CHUNK)
             future = self._sender.submit(message)
             future.add_done_callback(_retrieve)
             return MessagePromise(self, message.id, task, future, kept)
         ids = self.call_sync(self.enqueue([message]))
         return MessagePromise(self, ids[0], task, None, kept)
+
+    def send_messages(
+        self, messages: list[Message], task: Task[Any, T] | None, *, promises: bool = True
+    ) -> list[Promise[T]]:
+        """Send many messages at once (``Task.send_many``); their promises, in order (none
+        when ``promises`` is False).
+
+        On the home loop they join the sends in flight as one request with one future for
+        all of them (stored in chunks of ``SEND_CHUNK``, durable once ``app.flush()`` returns);
+        from sync code this blocks until they are stored.
+        """
+        transaction = self._transaction.get()
+        if transaction is not None:
+            return transaction.add_many(messages, task, promises)
+        if self._async_here():
+            if self._sender is None:
+                self._sender = Batcher(self.enqueue, SEND_CHUNK)
+            future = self._sender.submit_many(messages)
+            future.add_done_callback(_retrieve)
+            if not promises:
+                return []
+            return [
+                MessagePromise(self, m.id, task, future, m.result_ttl > 0, i)
+                for i, m in enumerate(messages)
+            ]
+        ids: list[str] = []
+        for i in range(0, len(messages), SEND_CHUNK):
+            ids.extend(self.call_sync(self.enqueue(messages[i : i + SEND_CHUNK])))
+        if not promises:
+            return []
+        return [
+            MessagePromise(self, mid, task, None, m.result_ttl > 0)
+            for mid, m in zip(ids, messages, strict=True)
+        ]
 
     def transaction(self, connection: Any) -> _Transaction:
         """Send through the application's own database transaction (transactional enqueue).
@@ -497,8 +534,12 @@ class _Transaction:
         self.app = app
         self.connection = connection
         self.messages: list[Message] = []
-        self.futures: list[asyncio.Future[str]] = []
-        self.promises: list[MessagePromise[Any]] = []
+        # (position in messages, future): the async form's sends; a bulk send's future gets
+        # the list of its ids, from its position on
+        self.futures: list[tuple[int, asyncio.Future[str]]] = []
+        self.bulk: list[tuple[int, asyncio.Future[list[str]]]] = []
+        # (position in messages, promise): the sync form's sends, given their ids at exit
+        self.promises: list[tuple[int, MessagePromise[Any]]] = []
         self._backend: TransactionalBackend | None = None
         self._sync_backend: SyncTransactionalBackend
         self._token: contextvars.Token[_Transaction | None] | None = None
@@ -532,8 +573,10 @@ class _Transaction:
         except BaseException as exc:
             self._fail(exc)
             raise
-        for future, mid in zip(self.futures, ids, strict=True):
-            future.set_result(mid)
+        for at, future in self.futures:
+            future.set_result(ids[at])
+        for at, batch in self.bulk:
+            batch.set_result(ids[at:])  # a bulk send's promises pick their own by index
 
     def __enter__(self) -> _Transaction:
         """The sync form, for a ``sqlite3`` connection: ``with app.transaction(conn):``."""
@@ -557,22 +600,48 @@ class _Transaction:
         if self.app.signer is not None:
             messages = [self.app.signer.sign(m) for m in messages]
         ids = self._sync_backend.enqueue_in_sync(self.connection, messages)
-        for promise, mid in zip(self.promises, ids, strict=True):
-            promise._id = mid
+        for at, promise in self.promises:
+            promise._id = ids[at]
 
     def add(self, message: Message, task: Task[Any, Any] | None) -> MessagePromise[Any]:
         kept = message.result_ttl > 0
+        at = len(self.messages)
         self.messages.append(message)
         if _running_loop() is None:  # the sync form: ids are fixed when the block exits
             promise: MessagePromise[Any] = MessagePromise(self.app, message.id, task, None, kept)
-            self.promises.append(promise)
+            self.promises.append((at, promise))
             return promise
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.futures.append(future)
+        self.futures.append((at, future))
         return MessagePromise(self.app, message.id, task, future, kept)
 
+    def add_many(
+        self, messages: list[Message], task: Task[Any, T] | None, promises: bool
+    ) -> list[Promise[T]]:
+        """A bulk send inside the block: one future for all of its messages."""
+        at = len(self.messages)
+        self.messages.extend(messages)
+        if _running_loop() is None:  # the sync form: ids are fixed when the block exits
+            if not promises:
+                return []
+            made: list[MessagePromise[T]] = [
+                MessagePromise(self.app, m.id, task, None, m.result_ttl > 0) for m in messages
+            ]
+            self.promises.extend(enumerate(made, at))
+            return list(made)
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self.bulk.append((at, future))
+        if not promises:
+            return []
+        return [
+            MessagePromise(self.app, m.id, task, future, m.result_ttl > 0, i)
+            for i, m in enumerate(messages)
+        ]
+
     def _fail(self, exc: BaseException) -> None:
-        for future in self.futures:
+        futures: list[asyncio.Future[Any]] = [f for _, f in self.futures]
+        futures.extend(f for _, f in self.bulk)
+        for future in futures:
             if isinstance(exc, Exception):
                 future.set_exception(exc)
                 future.exception()  # retrieved: only the promises' awaiters need to see it

@@ -7,13 +7,13 @@ task is registered (``TaskCodec``), so the hot path only calls them. pickle is n
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, TypeAlias, get_args, get_origin, get_type_hints
 
 import msgspec
 
 from pigeon.errors import ConfigError, EncodeError
-from pigeon.message import Failure, Message, Result
+from pigeon.message import EMPTY_ARGS, Failure, Message, Result
 from pigeon.secret import SECRET_KEY, Secret
 
 _message_encoder = msgspec.json.Encoder()
@@ -92,7 +92,11 @@ def encode_value(value: Any) -> msgspec.Raw:
         ) from None
 
 
-_NO_ARGS = msgspec.Raw(b"[]")
+_NO_ARGS = EMPTY_ARGS  # the Message default itself: a message without it omits "args"
+
+#: One call of a bulk send (``Task.send_many``): a tuple of positional arguments, or a mapping
+#: of keyword arguments.
+Call: TypeAlias = tuple[Any, ...] | Mapping[str, Any]
 
 
 class TaskCodec:
@@ -150,6 +154,18 @@ class TaskCodec:
         )
         self._kwargs_decoder = msgspec.json.Decoder(struct, dec_hook=_dec_hook)
         self._struct = struct
+        self._structs: Any = list[struct]  # type: ignore[valid-type]
+        self._many_decoder = msgspec.json.Decoder(self._structs, dec_hook=_dec_hook)
+        # The parameters that can be passed by position, as an array: checks a list of
+        # tuples of arguments in one call, without a dict per call (encode_many).
+        by_position = set(self._by_position)
+        positional = msgspec.defstruct(
+            f"{name}.positional",
+            [f for f in fields if f[0] in by_position],
+            array_like=True,
+            forbid_unknown_fields=True,  # too many arguments
+        )
+        self._positional: Any = list[positional]  # type: ignore[valid-type]
         self._varargs_type: Any = list[var_positional_type]
         self._varargs_decoder = msgspec.json.Decoder(self._varargs_type, dec_hook=_dec_hook)
         self._extra_kwargs_type: Any = dict[str, var_keyword_type]
@@ -225,6 +241,61 @@ class TaskCodec:
         except (TypeError, ValueError) as exc:
             raise EncodeError(f"{self.name}(): cannot encode the arguments: {exc}") from None
         return _NO_ARGS, msgspec.Raw(raw_kwargs)
+
+    def encode_many(self, calls: Sequence[Call]) -> tuple[list[msgspec.Raw], list[msgspec.Raw]]:
+        """``encode_args`` for many calls at once (a bulk send): the encoded positional and
+        keyword arguments, one of each per call. Raises EncodeError naming the first bad call
+        by its index (``calls[3]: ...``).
+
+        For the common signature the whole list is validated in two msgspec calls (the
+        Python values against the parameters' types, then the JSON as the worker decodes
+        it), so each call costs about one dict and one encode.
+        """
+        if not self._simple:
+            return self._encode_each(calls)
+        names = self._by_position
+        encode = _json_encoder.encode
+        try:
+            if all(type(call) is tuple for call in calls):
+                msgspec.convert(calls, self._positional, dec_hook=_dec_hook)
+                raws = [msgspec.Raw(encode(dict(zip(names, c, strict=False)))) for c in calls]
+            else:
+                arguments: list[Any] = []
+                for call in calls:
+                    if type(call) is tuple and len(call) <= len(names):
+                        arguments.append(dict(zip(names, call, strict=False)))
+                    elif type(call) is dict:
+                        arguments.append(call)
+                    else:  # too many arguments, another mapping or not a call
+                        return self._encode_each(calls)
+                msgspec.convert(arguments, self._structs, dec_hook=_dec_hook)
+                raws = [msgspec.Raw(encode(a)) for a in arguments]
+            self._many_decoder.decode(b"[" + b",".join(raws) + b"]")
+        except (msgspec.ValidationError, TypeError, ValueError):
+            return self._encode_each(calls)  # one by one, to name the call that is wrong
+        return [_NO_ARGS] * len(raws), raws
+
+    def _encode_each(self, calls: Sequence[Call]) -> tuple[list[msgspec.Raw], list[msgspec.Raw]]:
+        raw_args: list[msgspec.Raw] = []
+        raw_kwargs: list[msgspec.Raw] = []
+        for i, call in enumerate(calls):
+            try:
+                if isinstance(call, tuple):
+                    args, kwargs = call, {}
+                elif isinstance(call, Mapping):
+                    args, kwargs = (), dict(call)
+                else:
+                    raise EncodeError(
+                        f"{self.name}(): a call is a tuple of positional arguments or a dict of"
+                        f" keyword arguments, not {type(call).__name__}; wrap a single"
+                        " argument in a tuple: (value,)"
+                    )
+                encoded = self.encode_args(args, kwargs)
+            except EncodeError as exc:
+                raise EncodeError(f"calls[{i}]: {exc}") from None
+            raw_args.append(encoded[0])
+            raw_kwargs.append(encoded[1])
+        return raw_args, raw_kwargs
 
     def decode_args(self, args: bytes, kwargs: bytes) -> tuple[list[Any], dict[str, Any]]:
         """The positional and keyword arguments to call the function with; raises EncodeError."""

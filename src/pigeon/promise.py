@@ -243,7 +243,12 @@ class _PassThrough:
 
 
 class MessagePromise(Promise[R]):
-    """The promise of one sent message: its outcome comes from the backend."""
+    """The promise of one sent message: its outcome comes from the backend.
+
+    ``sent`` resolves to the id that stands for the message once it is stored; for a
+    message of a bulk send (``index`` given) it is shared by the batch and resolves to the
+    list of their ids.
+    """
 
     _through: _PassThrough | None = None
 
@@ -252,14 +257,19 @@ class MessagePromise(Promise[R]):
         app: App,
         id: str,
         task: Task[Any, R] | None,
-        sent: asyncio.Future[str] | None = None,
+        sent: asyncio.Future[str] | asyncio.Future[list[str]] | None = None,
         kept: bool = True,
+        index: int | None = None,
     ) -> None:
         self._app = app
         self._id = id
         self._task = task
         self._sent = sent
         self._kept = kept
+        self._index = index
+
+    def _stored_id(self, answer: str | list[str]) -> str:
+        return answer if isinstance(answer, str) else answer[self._index or 0]
 
     def __repr__(self) -> str:
         name = self._task.name if self._task else "?"
@@ -269,7 +279,7 @@ class MessagePromise(Promise[R]):
     def id(self) -> str:
         """The message id (for a keyed send, the first message's id once the send is done)."""
         if self._sent is not None and self._sent.done() and not self._sent.exception():
-            return self._sent.result()
+            return self._stored_id(self._sent.result())
         return self._id
 
     @property
@@ -283,7 +293,7 @@ class MessagePromise(Promise[R]):
 
     async def _confirm(self) -> str:
         if self._sent is not None:
-            self._id = await asyncio.shield(self._sent)
+            self._id = self._stored_id(await asyncio.shield(self._sent))
         return self._id
 
     async def _resolve(self) -> R:

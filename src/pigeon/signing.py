@@ -28,6 +28,28 @@ def _key_id(key: bytes) -> str:
     return hashlib.sha256(key).hexdigest()[:8]
 
 
+class _Hmac:
+    """HMAC-SHA256 with one key, its two padded key blocks hashed once (RFC 2104:
+    ``H(K ^ opad || H(K ^ ipad || m))``). ``hmac.new`` sets them up again for every message,
+    which costs more than hashing a message of a few hundred bytes; here each message costs
+    two ``copy()`` of the prepared states. The same digest as ``hmac.new(key, m, sha256)``."""
+
+    def __init__(self, key: bytes) -> None:
+        block = hashlib.sha256().block_size
+        if len(key) > block:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def hexdigest(self, message: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+
 class Signer:
     """Signs with the first key, verifies with any; keys are named by a short hash of them."""
 
@@ -42,8 +64,8 @@ class Signer:
                 " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
             )
         self._sign_id = _key_id(raw[0])
-        self._sign_key = raw[0]
-        self._keys = {_key_id(k): k for k in raw}
+        self._sign_key = _Hmac(raw[0])
+        self._keys = {_key_id(k): _Hmac(k) for k in raw}
 
     @classmethod
     def from_env(cls) -> Signer | None:
@@ -51,9 +73,8 @@ class Signer:
         value = os.environ.get("PIGEON_SECRET", "")
         return cls(value.split(",")) if value.strip() else None
 
-    def _digest(self, key: bytes, m: Message) -> str:
-        signed = _encode((m.id, m.task, m.args, m.kwargs, m.after, m.mode, m.join))
-        return hmac.new(key, signed, hashlib.sha256).hexdigest()
+    def _digest(self, key: _Hmac, m: Message) -> str:
+        return key.hexdigest(_encode((m.id, m.task, m.args, m.kwargs, m.after, m.mode, m.join)))
 
     def sign(self, m: Message) -> Message:
         """``m`` with its signature in ``headers``."""

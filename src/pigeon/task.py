@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import msgspec
 
-from pigeon.codec import TaskCodec
+from pigeon.codec import Call, TaskCodec
 from pigeon.errors import ConfigError, EncodeError
 from pigeon.limits import TaskLimits
-from pigeon.message import Message, Mode, new_id
+from pigeon.message import EMPTY_ARGS, Message, Mode, new_id, new_ids
 
 if TYPE_CHECKING:
     from pigeon.app import App
@@ -168,6 +168,69 @@ class Task(Generic[P, R]):
         """Send without keeping an outcome: nothing to wait for, nothing stored."""
         BoundTask(self, self.defaults).fire(*args, **kwargs)
 
+    def send_many(self, calls: Iterable[Call]) -> list[Promise[R]]:
+        """Send one message per call, all in one go; their promises, in the order of ``calls``.
+
+        Each call is a tuple of positional arguments or a dict of keyword arguments::
+
+            promises = resize.send_many((path, 256) for path in paths)
+            resize.send_many({"path": p, "size": 256} for p in paths)
+
+        (A task whose one argument is itself a tuple or a dict takes ``(value,)``.) Every
+        call is validated against the type hints and ``App(max_payload=...)`` before
+        anything is sent: a bad one raises EncodeError naming it (``calls[3]: ...``) and
+        none is sent. The messages then go to the backend as one request, without the
+        per-message future of ``send`` (``pigeon.app.SEND_CHUNK`` messages per backend
+        call, which the Redis and PostgreSQL backends pipeline in chunks). In async code
+        they are durable once ``await app.flush()`` (or a promise's ``sent()``) returns;
+        if storing fails, every promise of the call rejects (some messages may be stored,
+        as with any failed send). In sync code this blocks until they are stored. Inside
+        ``App.transaction`` they are written with the block's other sends.
+
+        Typing: ``calls`` is not checked by mypy against the task's signature, as
+        ``send``'s arguments are, because a ParamSpec types one call, not a list of them;
+        the result is ``list[Promise[R]]``.
+        """
+        return BoundTask(self, self.defaults).send_many(calls)
+
+    def fire_many(self, calls: Iterable[Call]) -> None:
+        """``send_many`` without keeping outcomes (``fire`` for many calls): the fastest way
+        to send a lot of messages."""
+        BoundTask(self, self.defaults).fire_many(calls)
+
+    def messages(
+        self,
+        calls: Iterable[Call],
+        options: TaskOptions | None = None,
+        *,
+        result_ttl: float | None = None,
+    ) -> list[Message]:
+        """The messages these calls become (all validated and size-checked before any is
+        made; EncodeError names the first bad call)."""
+        opts = options or self.defaults
+        calls = calls if isinstance(calls, list | tuple) else list(calls)
+        raw_args, raw_kwargs = self.codec.encode_many(calls)
+        limit = self.app.max_payload
+        if raw_kwargs and max(map(len, raw_kwargs)) + max(map(len, raw_args)) > limit:
+            for i, (args, kwargs) in enumerate(zip(raw_args, raw_kwargs, strict=True)):
+                if len(args) + len(kwargs) > limit:
+                    raise EncodeError(f"calls[{i}]: {self._too_large(len(args) + len(kwargs))}")
+        now = time.time()
+        shared: dict[str, Any] = {"created_at": now}
+        if opts.expires is not None and not isinstance(opts.expires, datetime):
+            shared["expires_at"] = now + opts.expires
+        base = msgspec.structs.replace(self._template_for(opts, result_ttl), **shared)
+        replace = msgspec.structs.replace
+        ids = new_ids(len(calls))
+        if all(args is EMPTY_ARGS for args in raw_args):
+            return [
+                replace(base, id=mid, kwargs=kw) for mid, kw in zip(ids, raw_kwargs, strict=True)
+            ]
+        return [
+            replace(base, id=mid, args=args, kwargs=kw)
+            for mid, args, kw in zip(ids, raw_args, raw_kwargs, strict=True)
+        ]
+
     def message(
         self,
         args: tuple[Any, ...],
@@ -181,12 +244,15 @@ class Task(Generic[P, R]):
         raw_args, raw_kwargs = self.codec.encode_args(args, kwargs)
         size = len(raw_args) + len(raw_kwargs)
         if size > self.app.max_payload:
-            raise EncodeError(
-                f"{self.name}(): the arguments encode to {size:,} bytes, over the limit of "
-                f"{self.app.max_payload:,} bytes; store large data elsewhere and send a reference,"
-                " or raise App(max_payload=...)"
-            )
+            raise EncodeError(self._too_large(size))
         return self._message(opts, raw_args, raw_kwargs, result_ttl)
+
+    def _too_large(self, size: int) -> str:
+        return (
+            f"{self.name}(): the arguments encode to {size:,} bytes, over the limit of "
+            f"{self.app.max_payload:,} bytes; store large data elsewhere and send a reference,"
+            " or raise App(max_payload=...)"
+        )
 
     def follow_up(
         self, after: str | None, mode: Mode | None, options: TaskOptions | None = None
@@ -205,17 +271,23 @@ class Task(Generic[P, R]):
         now = time.time()
         template = self._templates.get((opts, result_ttl))
         if template is None:
-            if len(self._templates) >= 64:  # per-call options (keys, etas) must not pile up
-                self._templates.clear()
-            template = self._templates[(opts, result_ttl)] = self._template(opts, result_ttl)
+            template = self._template_for(opts, result_ttl)
         fields: dict[str, Any] = {"id": new_id(), "created_at": now, **extra}
-        if raw_args is not None and raw_args != b"[]":
+        if raw_args is not None and raw_args is not EMPTY_ARGS:
             fields["args"] = raw_args
         if raw_kwargs is not None:
             fields["kwargs"] = raw_kwargs
         if opts.expires is not None and not isinstance(opts.expires, datetime):
             fields["expires_at"] = now + opts.expires
         return msgspec.structs.replace(template, **fields)
+
+    def _template_for(self, opts: TaskOptions, result_ttl: float | None) -> Message:
+        template = self._templates.get((opts, result_ttl))
+        if template is None:
+            if len(self._templates) >= 64:  # per-call options (keys, etas) must not pile up
+                self._templates.clear()
+            template = self._templates[(opts, result_ttl)] = self._template(opts, result_ttl)
+        return template
 
     def _template(self, opts: TaskOptions, result_ttl: float | None) -> Message:
         """What every message sent with these options shares (built once per options)."""
@@ -252,6 +324,16 @@ class BoundTask(Generic[P, R]):
         """Send without keeping an outcome: nothing to wait for, nothing stored."""
         message = self.task.message(args, kwargs, self.opts, result_ttl=0.0)
         self.task.app.send_message(message, self.task)
+
+    def send_many(self, calls: Iterable[Call]) -> list[Promise[R]]:
+        """``Task.send_many`` with these options."""
+        messages = self.task.messages(calls, self.opts)
+        return self.task.app.send_messages(messages, self.task)
+
+    def fire_many(self, calls: Iterable[Call]) -> None:
+        """``Task.fire_many`` with these options."""
+        messages = self.task.messages(calls, self.opts, result_ttl=0.0)
+        self.task.app.send_messages(messages, self.task, promises=False)
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

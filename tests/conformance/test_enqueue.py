@@ -6,7 +6,7 @@ from pigeon.backends import Backend
 from pigeon.codec import decode_message
 from pigeon.message import QueueStats
 
-from .messages import QUEUE, make_message, make_messages, succeeded
+from .messages import QUEUE, dead, make_message, make_messages, succeeded
 from .polling import clock_passes
 
 
@@ -37,6 +37,26 @@ async def test_reenqueueing_the_same_id_stores_it_once(backend: Backend) -> None
 
     assert (await backend.stats()).queues[QUEUE] == QueueStats(pending=1)
     assert [d.id for d in await backend.fetch([QUEUE], 10, "w")] == [message.id]
+
+
+async def test_a_big_batch_stores_only_the_ids_not_stored_before(backend: Backend) -> None:
+    # Over several of each backend's enqueue chunks, with ids already stored as a message, an
+    # outcome and a dead letter, and one id twice, in different chunks.
+    pending, kept, dead_one = make_messages(3)
+    await backend.enqueue([kept, dead_one])
+    first, second = await backend.fetch([QUEUE], 2, "w")
+    by_id = {first.id: first, second.id: second}
+    await backend.settle([succeeded(by_id[kept.id]), dead(by_id[dead_one.id])])
+    await backend.enqueue([pending])
+    fresh = make_messages(2_500)
+    batch = [*fresh[:700], pending, *fresh[700:1300], kept, fresh[5], *fresh[1300:2100]]
+    batch += [dead_one, *fresh[2100:]]
+
+    assert await backend.enqueue(batch) == [m.id for m in batch]
+
+    assert (await backend.stats()).queues[QUEUE] == QueueStats(pending=2_501, dead=1)
+    assert set(await backend.results([kept.id, dead_one.id])) == {kept.id, dead_one.id}
+    assert [d.id for d in await backend.dead_letters(QUEUE)] == [dead_one.id]
 
 
 async def test_second_enqueue_with_the_same_key_returns_the_first_id_and_stores_nothing(

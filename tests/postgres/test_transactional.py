@@ -254,3 +254,35 @@ async def test_transactional_enqueue_on_a_backend_that_cannot_is_a_config_error(
                 pass
     finally:
         await app.close()
+
+
+async def test_send_many_in_a_transaction_commits_or_rolls_back_with_it(
+    pg_url: str, app: tuple[pigeon.App, list[str]], conn: asyncpg.Connection
+) -> None:
+    the_app, ran = app
+    record = the_app.tasks["record"]
+    backend = await the_app.open()
+
+    async def fail_after_sending() -> None:
+        async with conn.transaction():
+            async with the_app.transaction(conn):
+                record.send_many((f"doomed {i}",) for i in range(1500))
+            raise Boom
+
+    with pytest.raises(Boom):
+        await fail_after_sending()
+    assert (await backend.stats()).queues.get("default") is None
+
+    async with conn.transaction():
+        async with the_app.transaction(conn):
+            single = record.send("single")
+            promises = record.send_many((f"bulk {i}",) for i in range(1500))  # 2 statements
+            record.fire_many([("fired",)])
+        assert await promises[-1].sent() == ids(promises)[-1]
+        assert await backend.inspect(ids(promises)[0]) is None  # not committed yet
+    assert (await backend.stats()).queues["default"].pending == 1502
+
+    async with worker_running(pg_url, ran):
+        results = await asyncio.wait_for(pigeon.Promise.all([single, *promises]), 60)
+    assert results == ["single", *(f"bulk {i}" for i in range(1500))]
+    assert "fired" in ran

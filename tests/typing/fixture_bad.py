@@ -48,6 +48,8 @@ async def bad_sends() -> None:
     add.options(priority="high")  # E: arg-type
     app.periodic(every=60, queues="high")  # E: call-arg
     app.periodic(cron="* * * * *", priority="high")  # E: arg-type
+    add.send_many([1, 2])  # E: list-item
+    add.send_many((1, 2))  # E: arg-type
 
 
 async def bad_results() -> None:
@@ -58,4 +60,5 @@ async def bad_results() -> None:
     add.send(1, 2).then(shout)  # E: arg-type
     await add.send(1, 2).then(lambda v: v.upper())  # E: attr-defined
     await Promise.all([add.send(1, 2)]).then(lambda values: values + 1)  # E: operator
-    print(text, number, nothing, promised)
+    bulk: list[Promise[str]] = add.send_many([(1, 2)])  # E: assignment
+    print(text, number, nothing, promised, bulk)

@@ -79,6 +79,12 @@ async def sending() -> None:
     assert_type(resize.options(retries=0).fire("b.png", 100), None)
     assert_type(report.send(), Promise[int])  # a periodic task can be sent like any other
     assert_type(sweep.send(keep=1), Promise[None])
+    # bulk sends: the calls are tuples of positional arguments or dicts of keyword ones
+    assert_type(add.send_many([(1, 2), {"a": 3, "b": 4}]), list[Promise[int]])
+    assert_type(add.send_many((i, i) for i in range(3)), list[Promise[int]])
+    assert_type(resize.options(queue="images").send_many([("a.png", 1)]), list[Promise[str]])
+    assert_type(resize.fire_many([("b.png", 100)]), None)
+    assert_type(await Promise.all(add.send_many([(1, 2)])), list[int])
     assert_type(pigeon.current().tick, float | None)
     assert_type(pigeon.current().cancelled, bool)
 

@@ -58,3 +58,24 @@ def test_the_same_name_twice_is_refused() -> None:
     app.task(name="x")(_noop)
     with pytest.raises(ConfigError, match="already registered"):
         app.task(name="x")(_noop)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@h:6379/0?prefix=p", "redis://:***@h:6379/0?prefix=p"),
+        (
+            "rediss://u:pw@h/0?ssl_password=key-pass&ssl_certfile=c.pem",
+            "rediss://u:***@h/0?ssl_password=***&ssl_certfile=c.pem",
+        ),
+        (
+            "postgresql://h/db?client_secret=x&schema=s",
+            "postgresql://h/db?client_secret=***&schema=s",
+        ),
+        ("sqlite:///tmp/p.db", "sqlite:///tmp/p.db"),
+    ],
+)
+def test_urls_are_shown_without_their_passwords(url: str, shown: str) -> None:
+    from pigeon.backends.base import redact
+
+    assert redact(url) == shown

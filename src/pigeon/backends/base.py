@@ -146,9 +146,10 @@ Events
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
 from collections.abc import Collection, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from pigeon.message import (
@@ -255,11 +256,25 @@ class MigratingBackend(Protocol):
     async def schema_version(self) -> int: ...
 
 
+_SECRET_WORDS = ("password", "secret")
+
+
 def redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, safe for logs and errors."""
+    """``url`` with its password (if any) replaced by ``***``, safe for logs and errors:
+    the one before ``@`` and any query parameter whose name says password or secret
+    (``ssl_password=``, the passphrase of a client key)."""
     parts = urlsplit(url)
+    if parts.password is None and not any(w in parts.query.lower() for w in _SECRET_WORDS):
+        return url  # as given (urlunsplit would turn sqlite:///x into sqlite:/x)
+    if any(w in parts.query.lower() for w in _SECRET_WORDS):
+        query = "&".join(
+            f"{name}=***" if any(w in name.lower() for w in _SECRET_WORDS) else item
+            for item in parts.query.split("&")
+            for name in [item.split("=", 1)[0]]
+        )
+        parts = parts._replace(query=query)
     if parts.password is None:
-        return url
+        return urlunsplit(parts)
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
@@ -277,6 +292,41 @@ def join_fired(mode: str, total: int, settled: int, succeeded: int) -> bool:
     if mode == "race":
         return settled > 0  # JavaScript: race([]) never settles
     raise ValueError(f"unknown join mode {mode!r}")
+
+
+class PlainOptions(NamedTuple):
+    """What the messages of a plain batch share (see ``plain_options``)."""
+
+    queue: str
+    task: str
+    priority: int
+    delay: float
+    run_at: float | None
+    max_deliveries: int
+    lease: float
+    expires_at: float | None
+    result_ttl: float
+
+
+_plain_fields = operator.attrgetter(
+    "queue", "task", "priority", "delay", "run_at", "max_deliveries", "lease", "expires_at",
+    "result_ttl", "key", "after", "join",
+)  # fmt: skip
+_NOT_LINKED = (None, None, None)
+
+
+def plain_options(messages: Sequence[Message]) -> PlainOptions | None:
+    """The options every message shares when none has a key, a follow-up or a join and all
+    share their queue, task and every other stored option (a bulk send, or a burst of one
+    task's sends), else None. Such a batch needs neither deduplication by key nor links to
+    other messages, and backends store it along a leaner path (only ids and bodies differ)."""
+    first = _plain_fields(messages[0])
+    if first[9:] != _NOT_LINKED:
+        return None
+    for m in messages:
+        if _plain_fields(m) != first:
+            return None
+    return PlainOptions(*first[:9])
 
 
 class Poller:

@@ -41,6 +41,10 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
   it deletes all but the newest ``EVENTS_KEPT``.
 - Clock: the database's (``now()``, or ``clock_timestamp()`` read once the rows or locks an
   operation waits for are held), never this host's.
+- Enqueue: a batch of messages without keys or links that share their options (a bulk
+  send) is ``insert_new`` per ``PLAIN_CHUNK``, pipelined by ``executemany``: ids and bodies
+  are its only arrays, and it skips ``ON CONFLICT`` (falling back to ``insert_plain`` when
+  an id turns out to be stored twice). Other batches are one ``insert_messages``.
 - Transactional enqueue: :meth:`PostgresBackend.enqueue_in` writes messages through the
   application's own asyncpg connection, inside its transaction (``App.transaction``).
 
@@ -60,7 +64,7 @@ import hashlib
 import importlib.resources
 import logging
 import re
-from collections.abc import AsyncIterator, Collection, Coroutine, Sequence
+from collections.abc import AsyncIterator, Collection, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -69,7 +73,14 @@ import asyncpg
 import msgspec
 
 from pigeon import codec
-from pigeon.backends.base import DEAD_LETTER_TTL, EVENTS_KEPT, join_fired, redact
+from pigeon.backends.base import (
+    DEAD_LETTER_TTL,
+    EVENTS_KEPT,
+    PlainOptions,
+    join_fired,
+    plain_options,
+    redact,
+)
 from pigeon.backends.postgres_listener import (
     DB_ERRORS,
     EVENTS,
@@ -113,6 +124,8 @@ CONNECT_TIMEOUT = 10.0
 KEEP_FOR_DEPENDENTS = 86400.0
 #: sweep() deletes at most this many rows per statement, so it never holds locks long.
 SWEEP_CHUNK = 5000
+#: Messages per insert_plain statement when a plain batch is bigger (see _insert_plain).
+PLAIN_CHUNK = 1000
 #: Leases made through one backend object between two VACUUMs of the hot table.
 VACUUM_EVERY = 5000
 #: How often waiters look for themselves while the listening connection is down.
@@ -528,11 +541,17 @@ class PostgresBackend:
 
         That is its own id, or the id of the message that holds its ``key``. An id that is
         already stored (as a message, an outcome or a dead letter) is not stored again. A
-        batch without keys, follow-ups or joins is one statement; otherwise one transaction.
+        batch without keys, follow-ups or joins is one statement (or, when it is plain and
+        big, one ``executemany``); otherwise one transaction.
         """
         if not messages:
             return []
         batch = list(messages)
+        shared = plain_options(batch)
+        if shared is not None:
+            async with self._connection() as conn:
+                await self._insert_plain(conn, batch, shared, own=True)
+            return [m.id for m in batch]
         if any(m.key is not None or m.after is not None or m.join is not None for m in batch):
             async with self._transaction() as conn:
                 return await self._enqueue(conn, batch)
@@ -560,6 +579,10 @@ class PostgresBackend:
             raise self._error(exc) from None
 
     async def _enqueue(self, conn: Any, messages: list[Message]) -> list[str]:
+        shared = plain_options(messages)
+        if shared is not None:
+            await self._insert_plain(conn, messages, shared)
+            return [m.id for m in messages]
         sql = self._sql
         holders: dict[str, str] = {}
         keyed: dict[str, Message] = {}
@@ -628,6 +651,39 @@ class PostgresBackend:
         rows_in.sort(key=lambda row: row[0].id)  # rows locked in id order, as settle does
         await self._insert(conn, rows_in, joins, members)
         return ids
+
+    async def _insert_plain(
+        self, conn: Any, messages: list[Message], shared: PlainOptions, own: bool = False
+    ) -> None:
+        """Store a batch that ``plain_options`` found plain: one statement per
+        ``PLAIN_CHUNK`` messages, pipelined by ``executemany`` in one transaction (each
+        chunk's arrays are encoded while the server inserts the one before).
+
+        On a connection of our own (``own``) it first tries ``insert_new``, which is
+        cheaper, and falls back to ``insert_plain`` if an id turns out to be stored twice;
+        in the application's transaction an error would abort it, so ``insert_plain``.
+        """
+        encode = codec.encode_message
+
+        def chunks() -> Iterator[tuple[Any, ...]]:  # made as executemany sends them
+            for at in range(0, len(messages), PLAIN_CHUNK):
+                part = messages[at : at + PLAIN_CHUNK]
+                yield ([m.id for m in part], [encode(m) for m in part], *shared)
+
+        statements = ["insert_new", "insert_plain"] if own else ["insert_plain"]
+        for name in statements:
+            try:
+                if len(messages) <= PLAIN_CHUNK:
+                    await conn.fetchval(self._sql[name], *next(chunks()))
+                else:
+                    await conn.executemany(self._sql[name], chunks())
+                return
+            except asyncpg.UniqueViolationError:
+                if name == statements[-1]:
+                    raise
+                log.debug(
+                    "PostgreSQL %s: an id stored twice; enqueue again with ON CONFLICT", self.url
+                )
 
     async def _insert(
         self,

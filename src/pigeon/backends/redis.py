@@ -9,9 +9,11 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
 - Every operation that changes state is one Lua script (``redis_lua/``), so it is atomic:
   ``enqueue``, ``fetch``, ``extend``, ``settle``, ``release``, ``cancel``, ``requeue``,
   ``take``, ``acquire``, ``release_slots``, ``report``, ``publish``. A script handles a
-  whole batch in one call. Scripts are loaded once (``SCRIPT LOAD`` at
-  open) and called by SHA; after a server restart emptied the script cache they are loaded
-  again on the first ``NOSCRIPT``.
+  whole batch in one call, except that ``enqueue`` pipelines a big batch as one call per
+  ``ENQUEUE_CHUNK`` on one connection (``enqueue_plain.lua`` for a chunk of messages
+  without keys or links that share their options). Scripts are loaded once (``SCRIPT
+  LOAD`` at open) and called by SHA; after a server restart emptied the script cache they
+  are loaded again on the first ``NOSCRIPT``.
 - Times come from the server's clock (``TIME`` inside each script); ``time()`` is the
   server's ``TIME``. Workers' clocks never matter.
 - Sorted sets order the work: per queue a ready set scored by priority then due time (ties
@@ -59,7 +61,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 from pigeon import codec
-from pigeon.backends.base import redact
+from pigeon.backends.base import plain_options, redact
 from pigeon.backends.redis_client import TRANSIENT, Client
 from pigeon.backends.redis_listener import Listener
 from pigeon.errors import ConfigError
@@ -85,8 +87,9 @@ log = logging.getLogger("pigeon.backends.redis")
 DEFAULT_PREFIX = "pigeon"
 #: Messages purged, or expired records swept, per script call (bounds how long one blocks).
 CHUNK = 5000
-#: Messages stored per enqueue script call: a bigger batch is sent in several calls.
-ENQUEUE_CHUNK = 1000
+#: Messages stored per enqueue script call: a bigger batch is sent in several calls, pipelined
+#: (the server is blocked for one chunk at a time, a few milliseconds).
+ENQUEUE_CHUNK = 500
 #: Seconds a drained queue is believed to stay drained with no wake-up token (leases taken
 #: since by other workers may run out), and the longest one BLPOP blocks.
 IDLE_TRUST = 1.0
@@ -99,6 +102,43 @@ _progress_decoder = msgspec.json.Decoder(Progress)
 _event_decoder = msgspec.json.Decoder(Event)
 #: The furthest ahead (seconds) a rate-limit slot is reserved, whatever ``hold`` says.
 MAX_HOLD = 1e9
+
+
+JOIN_MODES = frozenset({"all", "any", "race", "all_settled"})
+
+
+def _enqueue_call(messages: Sequence[Message]) -> tuple[str, list[Any]]:
+    """The script call that stores one chunk of ``enqueue``: (script name, its ARGV)."""
+    encode = codec.encode_message
+    shared = plain_options(messages)
+    if shared is not None:
+        # the shared options once, then the ids, then the bodies
+        return "enqueue_plain", [
+            "",
+            _json_encode(shared),
+            *[m.id for m in messages],
+            *[encode(m) for m in messages],
+        ]
+    specs = [
+        (
+            m.id,
+            m.queue,
+            m.task,
+            m.priority,
+            m.delay,
+            m.run_at,
+            m.max_deliveries,
+            m.lease,
+            m.key,
+            m.expires_at,
+            m.result_ttl,
+            m.after,
+            None if m.join is None else m.join.mode,
+            None if m.join is None else m.join.members,
+        )
+        for m in messages
+    ]
+    return "enqueue", ["", _json_encode(specs), *[encode(m) for m in messages]]
 
 
 def _parse_url(url: str) -> tuple[str, str]:
@@ -214,54 +254,43 @@ class RedisBackend:
 
         That is its own id, or the id of the message that holds its ``key``. An id that is
         already stored (as a message, a result or a dead letter) is not stored again, which
-        also makes a retried call safe. One script call per ``ENQUEUE_CHUNK`` messages.
+        also makes a retried call safe. One script call per ``ENQUEUE_CHUNK`` messages, all
+        pipelined on one connection (run in order; each chunk is packed while the server
+        stores the one before): ``enqueue_plain.lua`` for a chunk that ``plain_options``
+        finds plain, else ``enqueue.lua``.
         """
         if not messages:
             return []
-        if len(messages) > ENQUEUE_CHUNK:
-            ids: list[str] = []
-            for i in range(0, len(messages), ENQUEUE_CHUNK):
-                ids.extend(await self.enqueue(messages[i : i + ENQUEUE_CHUNK]))
-            return ids
-        specs = []
         for m in messages:
-            join = m.join
-            if join is not None and join.mode not in ("all", "any", "race", "all_settled"):
-                raise ValueError(f"unknown join mode {join.mode!r}")
-            specs.append(
-                (
-                    m.id,
-                    m.queue,
-                    m.task,
-                    m.priority,
-                    m.delay,
-                    m.run_at,
-                    m.max_deliveries,
-                    m.lease,
-                    m.key,
-                    m.expires_at,
-                    m.result_ttl,
-                    m.after,
-                    None if join is None else join.mode,
-                    None if join is None else join.members,
-                )
-            )
-        bodies = [codec.encode_message(m) for m in messages]
+            if m.join is not None and m.join.mode not in JOIN_MODES:
+                raise ValueError(f"unknown join mode {m.join.mode!r}")
+        chunks = [messages[i : i + ENQUEUE_CHUNK] for i in range(0, len(messages), ENQUEUE_CHUNK)]
         connection = self._connection()
         mine = [m.id for m in messages]
         tracked = connection.listener.track(mine)
         try:
-            standing, stored = await connection.client.script(
-                "enqueue", "", _json_encode(specs), *bodies
-            )
+            if len(chunks) == 1:  # one call: no pipeline to set up
+                name, args = _enqueue_call(messages)
+                replies = [await connection.client.script(name, *args)]
+            else:
+                replies = await connection.client.scripts(_enqueue_call(c) for c in chunks)
         except BaseException:
             if tracked:
                 connection.listener.untrack(mine)
             raise
+        ids: list[str] = []
+        stored = b""
+        for chunk, reply in zip(chunks, replies, strict=True):
+            if isinstance(reply, bytes):  # enqueue_plain: every id stands for itself
+                ids.extend(m.id for m in chunk)
+                stored += reply
+            else:
+                ids.extend(mid.decode() for mid in reply[0])
+                stored += reply[1]
         if tracked and b"0" in stored:
             old = [mid for mid, new in zip(mine, stored, strict=True) if new != 49]  # b"1"
             connection.listener.untrack(old)
-        return [mid.decode() for mid in standing]
+        return ids
 
     async def fetch(
         self,

@@ -19,8 +19,10 @@ import functools
 import hashlib
 import importlib.resources
 import logging
+import ssl
 import time
 import weakref
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import hiredis
@@ -53,8 +55,20 @@ MAX_IDLE = 16
 #: Errors after which a call is retried on a new connection.
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
+
+def _refused_certificate(exc: BaseException) -> bool:
+    """Whether a connection failed because a TLS certificate was refused (either side)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE" in str(seen).upper():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 SCRIPTS = (
     "enqueue",
+    "enqueue_plain",
     "fetch",
     "extend",
     "settle",
@@ -125,6 +139,8 @@ class Client:
             except (AuthenticationError, AuthorizationError) as exc:
                 raise BackendError(f"Redis {self._url}: {exc}") from None  # no use retrying
             except TRANSIENT as exc:
+                if _refused_certificate(exc):  # TLS misconfigured: retrying cannot help
+                    raise BackendError(f"Redis {self._url}: {exc}") from None
                 # The server restarted or dropped its clients: the idle connections are
                 # most likely dead too, so none of them is tried next.
                 await self._drop_idle()
@@ -149,6 +165,75 @@ class Client:
         except NoScriptError:
             await self.execute(b"SCRIPT", b"LOAD", script_source(name))
             return await self.execute(b"EVALSHA", script_sha(name), 1, self._base, *args)
+
+    async def scripts(self, calls: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Run one script per ``(name, args)`` of ``calls``, pipelined on one connection:
+        the server runs them in order, one after another, while the next ones are still
+        being packed and sent (``calls`` is consumed lazily). Returns their replies, in
+        order. Only for scripts that are safe to run again: after a transient error or a
+        NOSCRIPT the whole pipeline is sent again (as ``execute`` retries one command).
+        """
+        packed: list[bytes] = []
+
+        def pack() -> Iterator[bytes]:
+            for name, args in calls:
+                command = hiredis.pack_command((b"EVALSHA", script_sha(name), 1, self._base, *args))
+                packed.append(command)
+                yield command
+
+        source = pack()
+        delay = 0.005
+        deadline = time.monotonic() + RETRY_FOR
+        reloaded = False
+        while True:
+            try:
+                return await self._pipeline(source)
+            except NoScriptError as exc:
+                if reloaded:
+                    raise BackendError(f"Redis {self._url}: {exc}") from None
+                reloaded = True  # the server forgot the scripts (a restart): load them again
+                await self.load_scripts()
+            except (AuthenticationError, AuthorizationError) as exc:
+                raise BackendError(f"Redis {self._url}: {exc}") from None
+            except TRANSIENT as exc:
+                await self._drop_idle()
+                if self._closed:
+                    raise BackendError(f"Redis {self._url}: the backend is closed") from None
+                if time.monotonic() > deadline:
+                    raise BackendError(
+                        f"Redis {self._url} unreachable for {RETRY_FOR:.0f}s: {exc}"
+                    ) from None
+                log.warning("Redis %s: %s; retrying in %.3fs", self._url, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except RedisError as exc:
+                raise BackendError(f"Redis {self._url}: {exc}") from None
+            for _ in source:  # pack the rest: a retry sends every call
+                pass
+            source = iter(packed)
+
+    async def _pipeline(self, commands: Iterator[bytes]) -> list[Any]:
+        conn = await self._connected()
+        reusable = False
+        try:
+            sent = 0
+            for command in commands:
+                await conn.send_packed_command(command, check_health=False)
+                sent += 1
+            replies: list[Any] = []
+            error: ResponseError | None = None
+            for _ in range(sent):  # every reply is read, so that the connection stays usable
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    error = error or exc
+                    replies.append(None)
+            reusable = True
+            if error is not None:
+                raise error
+            return replies
+        finally:
+            self._put_back(conn, reusable)
 
     async def script_when_woken(
         self, keys: list[bytes], block: float, blocked: list[int], name: str, *args: Any

@@ -74,6 +74,9 @@ MIN_SQLITE = (3, 35, 0)
 SCHEMA_VERSION = 3
 #: sweep() deletes at most this many rows per transaction, so it never holds the lock long.
 SWEEP_CHUNK = 5000
+#: Messages per enqueue transaction: a bigger batch (a bulk send) is written in several, so
+#: that workers never wait long for the write lock.
+ENQUEUE_CHUNK = 1000
 #: publish() prunes the event log each time its seq crosses a multiple of this, down to the
 #: newest EVENTS_KEPT events (so the log holds at most EVENTS_KEPT + EVENTS_PRUNE_EVERY).
 EVENTS_PRUNE_EVERY = 1000
@@ -535,9 +538,12 @@ class _Store:
     # queue -------------------------------------------------------------------------------
 
     def enqueue(self, messages: Sequence[Message]) -> list[str]:
-        now = self.now()
-        with self._write() as db:
-            return _enqueue_rows(db, messages, now)
+        ids: list[str] = []
+        for at in range(0, len(messages), ENQUEUE_CHUNK):
+            now = self.now()
+            with self._write() as db:
+                ids.extend(_enqueue_rows(db, messages[at : at + ENQUEUE_CHUNK], now))
+        return ids
 
     def fetch(
         self, queues: Sequence[str], limit: int, worker: str, lease: float | None
@@ -982,7 +988,8 @@ class SQLiteBackend:
     # queue -------------------------------------------------------------------------------
 
     async def enqueue(self, messages: Sequence[Message]) -> list[str]:
-        """Store ``messages`` durably (one transaction) and return the id standing for each.
+        """Store ``messages`` durably (a transaction per ``ENQUEUE_CHUNK``) and return the id
+        standing for each.
 
         That is its own id, or the id of the message that holds its ``key``. An id that is
         already stored (as a message, a result or a dead letter) is not stored again.
