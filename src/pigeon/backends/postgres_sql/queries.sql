@@ -146,8 +146,16 @@ SELECT id, state FROM __schema__.results WHERE id = ANY($1::text[])
 -- nothing is leased while any exist, so that they keep their place in the order), expired
 -- messages (to dead-letter), and, when fewer than $2 were leased, the seconds until the next
 -- message of these queues is due or the next lease runs out (NULL: nothing planned).
+--
+-- Its commit does not wait for the WAL flush (synchronous_commit off for this transaction
+-- only; the statement runs in a transaction of its own): a lease is nobody's promise. If the
+-- server crashes before the WAL writer flushes it (within wal_writer_delay), the message is
+-- pending again after the restart and is delivered again, which at-least-once delivery
+-- allows; the settle of the lost lease is refused (its attempt no longer matches). Saves an
+-- fsync on the path of every message (about 0.4 ms of a round trip on this machine).
 WITH flags AS (
-    SELECT EXISTS (SELECT 1 FROM __schema__.messages
+    SELECT set_config('synchronous_commit', 'off', true) AS quick,
+           EXISTS (SELECT 1 FROM __schema__.messages
                    WHERE state = 'leased' AND lease_until <= now()) AS lapsed,
            EXISTS (SELECT 1 FROM __schema__.messages
                    WHERE state = 'pending' AND expires_at <= now() AND due <= now()) AS expired
