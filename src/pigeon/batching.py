@@ -44,12 +44,19 @@ class Batcher(Generic[T, U]):
         # per item: its own future, or the share of the submit_many it came with
         self._futures: list[asyncio.Future[U] | _Share[U]] = []
         self._runner: asyncio.Task[None] | None = None
+        # drain() callers: each waits for everything submitted before it asked (a future of
+        # its own, so that a cancelled drain cancels nothing else) and is woken by the batch
+        # that took the last of those items, one loop iteration after its call returns.
+        self._drains: list[tuple[int, asyncio.Future[None]]] = []
+        self._submitted = 0  # items submitted so far
+        self._handled = 0  # items whose batch has returned (or raised)
 
     def submit(self, item: T) -> asyncio.Future[U]:
         """Queue one item; the future resolves when its batch has been handled."""
         future: asyncio.Future[U] = asyncio.get_running_loop().create_future()
         self._items.append(item)
         self._futures.append(future)
+        self._submitted += 1
         if self._runner is None:
             self._runner = asyncio.get_running_loop().create_task(self._run())
         return future
@@ -63,6 +70,7 @@ class Batcher(Generic[T, U]):
             return future
         self._items.extend(items)
         self._futures.extend([_Share(future, len(items))] * len(items))
+        self._submitted += len(items)
         if self._runner is None:
             self._runner = asyncio.get_running_loop().create_task(self._run())
         return future
@@ -73,26 +81,44 @@ class Batcher(Generic[T, U]):
 
     async def drain(self) -> None:
         """Return once everything submitted so far has been handled."""
-        while self._runner is not None:
-            await asyncio.shield(self._runner)
+        if self._handled >= self._submitted:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drains.append((self._submitted, waiter))
+        await waiter
+
+    def _wake_drains(self) -> None:
+        if not self._drains:
+            return
+        waiting = []
+        for upto, waiter in self._drains:
+            if upto > self._handled:
+                waiting.append((upto, waiter))
+            elif not waiter.done():
+                waiter.set_result(None)
+        self._drains = waiting
 
     async def _run(self) -> None:
+        # No yield before the first batch: this task starts in the loop iteration after the
+        # first submit, so the items submitted during that one are all here already; those
+        # that come while a batch is in flight make the next one.
         try:
             while self._items:
-                # Yield once so that items submitted in the same loop iteration join the batch.
-                await asyncio.sleep(0)
                 items, futures = self._items[: self._limit], self._futures[: self._limit]
                 del self._items[: self._limit], self._futures[: self._limit]
                 try:
                     answers = await self._call(items)
                 except BaseException as exc:
+                    self._handled += len(items)
                     for f in futures:
                         target = f.future if isinstance(f, _Share) else f
                         if not target.done():
                             target.set_exception(exc)
+                    self._wake_drains()
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     continue
+                self._handled += len(items)
                 for f, answer in zip(futures, answers, strict=True):
                     if isinstance(f, _Share):
                         f.answers.append(answer)
@@ -100,5 +126,14 @@ class Batcher(Generic[T, U]):
                             f.future.set_result(f.answers)
                     elif not f.done():
                         f.set_result(answer)
+                self._wake_drains()
         finally:
             self._runner = None
+            if self._items:
+                # Cancelled with items left: they wait for the next submit's runner, and
+                # drain() is cancelled, as awaiting this task would have been.
+                for _, waiter in self._drains:
+                    waiter.cancel()
+                self._drains.clear()
+            else:
+                self._wake_drains()
