@@ -23,7 +23,8 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
   one slot: settling one message must, atomically, store its outcome and release follow-ups
   and joins that may sit in any queue, so the unit of atomicity is the app, not the queue.
   On a cluster, an app therefore lives on one shard; run apps with different prefixes to
-  spread the load.
+  spread the load. The URL may name any node: ``Client`` follows ``MOVED`` to the node that
+  serves the slot (and follows it again when the slot is migrated).
 - Rate limits are one key per bucket holding its GCRA ``tat``, expiring (``PX``) once the
   tat has passed; concurrency limits one sorted set per name (holder -> expiry), cleared of
   expired places by every ``acquire`` and expiring after its latest place; progress reports

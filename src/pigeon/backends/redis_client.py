@@ -28,11 +28,15 @@ from typing import Any
 import hiredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthorizationError,
+    ClusterDownError,
+    MovedError,
     NoScriptError,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -52,8 +56,20 @@ REPLY_TTL = RETRY_FOR + 15.0
 #: Idle connections kept for reuse; more are made while more calls are in flight.
 MAX_IDLE = 16
 
-#: Errors after which a call is retried on a new connection.
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+#: Errors after which a call is retried on a new connection. The cluster's own (a slot being
+#: migrated: ASK; a cluster that cannot serve a slot for now) pass as the migration or the
+#: failover ends.
+TRANSIENT = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+    AskError,
+    TryAgainError,
+    ClusterDownError,
+)
+#: Redirects (MOVED) one call follows before it gives up: a slot moves once at a time.
+MAX_REDIRECTS = 5
 
 
 def _refused_certificate(exc: BaseException) -> bool:
@@ -133,9 +149,12 @@ class Client:
         packed = hiredis.pack_command(args)
         delay = 0.005
         deadline = time.monotonic() + RETRY_FOR
+        redirects = 0
         while True:
             try:
                 return await self._once(packed)
+            except MovedError as exc:
+                redirects = await self._follow(exc, redirects)
             except (AuthenticationError, AuthorizationError) as exc:
                 raise BackendError(f"Redis {self._url}: {exc}") from None  # no use retrying
             except TRANSIENT as exc:
@@ -185,9 +204,12 @@ class Client:
         delay = 0.005
         deadline = time.monotonic() + RETRY_FOR
         reloaded = False
+        redirects = 0
         while True:
             try:
                 return await self._pipeline(source)
+            except MovedError as exc:
+                redirects = await self._follow(exc, redirects)
             except NoScriptError as exc:
                 if reloaded:
                     raise BackendError(f"Redis {self._url}: {exc}") from None
@@ -268,7 +290,13 @@ class Client:
             await conn.send_packed_command(
                 hiredis.pack_command(blpop) + hiredis.pack_command(evalsha), check_health=False
             )
-            await conn.read_response()  # the token, or nil: the script runs either way
+            try:
+                await conn.read_response()  # the token, or nil: the script runs either way
+            except MovedError as exc:
+                await conn.read_response()  # the script's MOVED too: its slot is elsewhere
+                reusable = True
+                await self._follow(exc, 0)
+                raise
             try:
                 reply = await conn.read_response()
             except ResponseError:
@@ -278,6 +306,29 @@ class Client:
             return reply
         finally:
             self._put_back(conn, reusable)
+
+    async def _follow(self, moved: MovedError, redirects: int) -> int:
+        """A Redis Cluster node said the app's slot is served elsewhere: from now on, make
+        connections to that node (the listener too: pub/sub reaches every node). Returns
+        the redirects followed so far; raises BackendError past ``MAX_REDIRECTS``."""
+        if redirects >= MAX_REDIRECTS:
+            raise BackendError(
+                f"Redis {self._url}: redirected {redirects} times in a row ({moved}); "
+                "the cluster is resharding the app's slot: try again later"
+            )
+        kwargs = self.pool.connection_kwargs
+        host = moved.host or kwargs.get("host")  # a node that does not know its address
+        if (kwargs.get("host"), kwargs.get("port")) != (host, moved.port):
+            log.info(
+                "Redis %s: the app's slot %s is served by %s:%s; connecting there",
+                self._url,
+                moved.slot_id,
+                host,
+                moved.port,
+            )
+            kwargs["host"], kwargs["port"] = host, int(moved.port)
+        await self._drop_idle()  # connected to the node that no longer serves the slot
+        return redirects + 1
 
     async def unblock(self, client_id: int) -> None:
         """End the BLPOP of connection ``client_id`` now, as if its time had run out (if
