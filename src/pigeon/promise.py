@@ -676,25 +676,29 @@ class ResultWatcher:
 
     def __init__(self, backend: Callable[[], Awaitable[Backend]]) -> None:
         self._backend = backend
-        self._waiters: dict[str, list[Any]] = {}  # id -> [future, number of awaiters]
+        # id -> one future per awaiter (its own: a cancelled awaiter cancels nothing else)
+        self._waiters: dict[str, list[asyncio.Future[Result]]] = {}
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
 
     async def get(self, mid: str) -> Result:
-        entry = self._waiters.get(mid)
-        if entry is None:
-            entry = self._waiters[mid] = [asyncio.get_running_loop().create_future(), 0]
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        awaiters = self._waiters.get(mid)
+        if awaiters is None:
+            self._waiters[mid] = [future]
             self._wake.set()
             if self._runner is None:
                 self._runner = asyncio.get_running_loop().create_task(self._run())
-        entry[1] += 1
+        else:
+            awaiters.append(future)
         try:
-            result: Result = await asyncio.shield(entry[0])
-            return result
+            return await future
         finally:
-            entry[1] -= 1
-            if entry[1] == 0 and self._waiters.get(mid) is entry:
-                del self._waiters[mid]
+            awaiters = self._waiters.get(mid)
+            if awaiters is not None and future in awaiters:
+                awaiters.remove(future)
+                if not awaiters:
+                    del self._waiters[mid]
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -704,6 +708,18 @@ class ResultWatcher:
             except asyncio.CancelledError:
                 pass
 
+    def _resolve(self, found: dict[str, Result]) -> None:
+        for mid, result in found.items():
+            for future in self._waiters.pop(mid, ()):
+                if not future.done():
+                    future.set_result(result)
+
+    def _resolve_when_done(self, waiting: asyncio.Future[dict[str, Result]]) -> None:
+        # Run as the wait's done callback: the awaiters wake one loop iteration after the
+        # outcome arrives, not after this loop has noticed it too.
+        if not waiting.cancelled() and waiting.exception() is None:
+            self._resolve(waiting.result())
+
     async def _run(self) -> None:
         backoff = 0.05
         try:
@@ -712,7 +728,17 @@ class ResultWatcher:
                 self._wake.clear()
                 try:
                     backend = await self._backend()
-                    found = await _first(backend.wait(ids, 5.0), self._wake.wait())
+                    waiting = asyncio.ensure_future(backend.wait(ids, 5.0))
+                    waiting.add_done_callback(self._resolve_when_done)
+                    woken = asyncio.ensure_future(self._wake.wait())
+                    try:
+                        await asyncio.wait({waiting, woken}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        woken.cancel()
+                        if not waiting.done():  # a new id to wait for: start over with it
+                            waiting.cancel()
+                    if waiting.done() and not waiting.cancelled():
+                        waiting.result()  # raises what the wait raised
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -721,10 +747,6 @@ class ResultWatcher:
                     backoff = min(backoff * 2, 2.0)
                     continue
                 backoff = 0.05
-                for mid, result in (found or {}).items():
-                    entry = self._waiters.pop(mid, None)
-                    if entry is not None and not entry[0].done():
-                        entry[0].set_result(result)
         finally:
             self._runner = None
 
@@ -785,18 +807,3 @@ class ProgressWatcher:
                     await asyncio.sleep(self.EVERY)
         finally:
             self._runner = None
-
-
-async def _first(main: Awaitable[T], interrupt: Awaitable[Any]) -> T | None:
-    """``main``'s value, or None if ``interrupt`` finishes first (main is then cancelled)."""
-    main_task = asyncio.ensure_future(main)
-    other = asyncio.ensure_future(interrupt)
-    try:
-        await asyncio.wait({main_task, other}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        other.cancel()
-        if not main_task.done():
-            main_task.cancel()
-    if main_task.done() and not main_task.cancelled():
-        return main_task.result()
-    return None

@@ -61,8 +61,10 @@ def test_poison_is_dead_lettered_after_three_crashes_while_the_rest_finish(
     verdict = check(sent, History.read(history), outcomes, faults=3)
     TABLES.append(verdict.table(f"{scheme_of(shared_url)}: poison among {ORDINARY} tasks"))
     assert verdict.ok == len(ordinary)  # all but the poison
-    # What was in flight in a worker the poison killed ran again: at most 3 x 20.
-    assert len(verdict.duplicated) <= 3 * 20
+    # What was in flight in a worker the poison killed ran again: its running tasks (at most
+    # 20) and those that had returned but whose outcome was not stored yet (a settle batch
+    # in flight: no-op tasks return faster than one round trip, so as many again, roughly).
+    assert len(verdict.duplicated) <= 3 * 2 * 20
     assert not verdict.lost
     assert not verdict.stale
     assert not verdict.unexpected

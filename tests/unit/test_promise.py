@@ -473,6 +473,26 @@ async def settled_everything(app: pigeon.App) -> None:
             await asyncio.sleep(0.005)
 
 
+async def outcome_of(promise: pigeon.Promise[int]) -> int:
+    return await promise
+
+
+async def test_a_cancelled_awaiter_leaves_the_other_awaiters_of_the_same_outcome_waiting(
+    tasks: Tasks, worker: Worker, gate: asyncio.Event
+) -> None:
+    running = tasks.blocked.send(7)
+    other = tasks.blocked.send(8)
+    first, second, third = (asyncio.ensure_future(outcome_of(running)) for _ in range(3))
+    fourth = asyncio.ensure_future(outcome_of(other))
+    await asyncio.sleep(0.05)
+    second.cancel()
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(first, third, fourth), 5) == [7, 7, 8]
+    assert second.cancelled()
+    assert await running == 7  # a new awaiter after the outcome gets it too
+
+
 async def test_a_task_fulfils_with_its_return_value(tasks: Tasks, worker: Worker) -> None:
     assert await tasks.add.send(1, 2) == 3
     assert await tasks.add.send(a=3, b=4) == 7
