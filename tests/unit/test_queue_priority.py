@@ -69,7 +69,10 @@ async def test_a_flood_of_the_first_queue_does_not_starve_the_second(
     await asyncio.wait_for(asyncio.gather(*others), 20)
 
     # Each default message was served by a fetch that put its queue first (the 10th, 20th
-    # and 30th), while most of the flood was still waiting.
-    assert done.count("default") == 3
-    assert done.count("high") <= 3 * FAIR_EVERY
+    # and 30th), while most of the flood was still waiting. (Positions in the order run: by
+    # the time the sender hears of the third outcome, the worker has gone on with the flood.)
+    positions = [i for i, queue in enumerate(done) if queue == "default"]
+    assert len(positions) == 3
+    for turn, position in enumerate(positions, 1):
+        assert position <= turn * FAIR_EVERY - 1  # earlier if a fetch came back empty
     assert len(done) < len(flood)
