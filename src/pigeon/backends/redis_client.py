@@ -129,6 +129,47 @@ def script_sha(name: str) -> bytes:
     return hashlib.sha1(script_source(name)).hexdigest().encode()
 
 
+class _Retry:
+    """The retry policy of one call (``Client.execute``, ``Client.scripts``): transient errors
+    retried on fresh connections with exponential backoff for up to ``RETRY_FOR`` seconds,
+    ``MOVED`` followed; anything else raised as BackendError (NOSCRIPT as is: the caller
+    loads the scripts)."""
+
+    __slots__ = ("client", "deadline", "delay", "redirects")
+
+    def __init__(self, client: Client, started: float) -> None:
+        self.client = client
+        self.delay = 0.005
+        self.deadline = started + RETRY_FOR
+        self.redirects = 0
+
+    async def after(self, exc: BaseException) -> None:
+        """Called with what one try raised: returns when the call should be tried again."""
+        client = self.client
+        url = client._url
+        if isinstance(exc, MovedError):
+            self.redirects = await client._follow(exc, self.redirects)
+            return
+        if isinstance(exc, NoScriptError):
+            raise exc
+        if isinstance(exc, (AuthenticationError, AuthorizationError)):
+            raise BackendError(f"Redis {url}: {exc}") from None  # no use retrying
+        if not isinstance(exc, TRANSIENT):
+            raise BackendError(f"Redis {url}: {exc}") from None
+        if _refused_certificate(exc):  # TLS misconfigured: retrying cannot help
+            raise BackendError(f"Redis {url}: {exc}") from None
+        # The server restarted or dropped its clients: the idle connections are most likely
+        # dead too, so none of them is tried next.
+        await client._drop_idle()
+        if client._closed:
+            raise BackendError(f"Redis {url}: the backend is closed") from None
+        if time.monotonic() > self.deadline:
+            raise BackendError(f"Redis {url} unreachable for {RETRY_FOR:.0f}s: {exc}") from None
+        log.warning("Redis %s: %s; retrying in %.3fs", url, exc, self.delay)
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, 1.0)
+
+
 class Client:
     """Commands and scripts on one server, from one event loop. See the module docstring."""
 
@@ -147,35 +188,14 @@ class Client:
     async def execute(self, *args: Any) -> Any:
         """One command, retried on transient errors; raises BackendError past RETRY_FOR."""
         packed = hiredis.pack_command(args)
-        delay = 0.005
-        deadline = time.monotonic() + RETRY_FOR
-        redirects = 0
+        started = time.monotonic()
+        retry: _Retry | None = None  # made on the first error: none on the common path
         while True:
             try:
                 return await self._once(packed)
-            except MovedError as exc:
-                redirects = await self._follow(exc, redirects)
-            except (AuthenticationError, AuthorizationError) as exc:
-                raise BackendError(f"Redis {self._url}: {exc}") from None  # no use retrying
-            except TRANSIENT as exc:
-                if _refused_certificate(exc):  # TLS misconfigured: retrying cannot help
-                    raise BackendError(f"Redis {self._url}: {exc}") from None
-                # The server restarted or dropped its clients: the idle connections are
-                # most likely dead too, so none of them is tried next.
-                await self._drop_idle()
-                if self._closed:
-                    raise BackendError(f"Redis {self._url}: the backend is closed") from None
-                if time.monotonic() > deadline:
-                    raise BackendError(
-                        f"Redis {self._url} unreachable for {RETRY_FOR:.0f}s: {exc}"
-                    ) from None
-                log.warning("Redis %s: %s; retrying in %.3fs", self._url, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-            except NoScriptError:
-                raise
-            except RedisError as exc:
-                raise BackendError(f"Redis {self._url}: {exc}") from None
+            except (RedisError, *TRANSIENT) as exc:
+                retry = retry or _Retry(self, started)
+                await retry.after(exc)  # returns to try again, or raises
 
     async def script(self, name: str, *args: Any) -> Any:
         """Run one script by SHA (loading it again if the server forgot it: a restart)."""
@@ -201,35 +221,18 @@ class Client:
                 yield command
 
         source = pack()
-        delay = 0.005
-        deadline = time.monotonic() + RETRY_FOR
+        retry = _Retry(self, time.monotonic())
         reloaded = False
-        redirects = 0
         while True:
             try:
                 return await self._pipeline(source)
-            except MovedError as exc:
-                redirects = await self._follow(exc, redirects)
             except NoScriptError as exc:
                 if reloaded:
                     raise BackendError(f"Redis {self._url}: {exc}") from None
                 reloaded = True  # the server forgot the scripts (a restart): load them again
                 await self.load_scripts()
-            except (AuthenticationError, AuthorizationError) as exc:
-                raise BackendError(f"Redis {self._url}: {exc}") from None
-            except TRANSIENT as exc:
-                await self._drop_idle()
-                if self._closed:
-                    raise BackendError(f"Redis {self._url}: the backend is closed") from None
-                if time.monotonic() > deadline:
-                    raise BackendError(
-                        f"Redis {self._url} unreachable for {RETRY_FOR:.0f}s: {exc}"
-                    ) from None
-                log.warning("Redis %s: %s; retrying in %.3fs", self._url, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-            except RedisError as exc:
-                raise BackendError(f"Redis {self._url}: {exc}") from None
+            except (RedisError, *TRANSIENT) as exc:
+                await retry.after(exc)  # returns to try again, or raises
             for _ in source:  # pack the rest: a retry sends every call
                 pass
             source = iter(packed)
