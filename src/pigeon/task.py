@@ -269,9 +269,7 @@ class Task(Generic[P, R]):
         **extra: Any,
     ) -> Message:
         now = time.time()
-        template = self._templates.get((opts, result_ttl))
-        if template is None:
-            template = self._template_for(opts, result_ttl)
+        template = self._template_for(opts, result_ttl)
         fields: dict[str, Any] = {"id": new_id(), "created_at": now, **extra}
         if raw_args is not None and raw_args is not EMPTY_ARGS:
             fields["args"] = raw_args
