@@ -9,9 +9,11 @@ whatever the outcome of the test.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -201,3 +203,35 @@ def test_every_client_connection_dropped_mid_run_loses_no_accepted_task(
     promises, ran = run_with_faults(app, workers, history, faults)
 
     assert_nothing_lost(app, promises, ran, len(faults), "redis: every connection dropped")
+
+
+def test_a_server_that_stops_answering_times_out_the_call_which_is_retried(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A frozen server (SIGSTOP: connections stay open, no reply comes) must not hold a call
+    # forever: each try is cut off after the URL's socket_timeout, on a new connection,
+    # until the server answers again. Without the Client's own timeout the first try
+    # would simply wait for SIGCONT and nothing would be retried.
+    app = chaos_app.register(pigeon.App(server.url + "&socket_timeout=0.2"))
+    try:
+        app.tasks["chaos.keyed"].send(0)  # connected, scripts loaded
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            with caplog.at_level(logging.WARNING, logger="pigeon.backends.redis"):
+                resumed = threading.Timer(1.5, server.proc.send_signal, (signal.SIGCONT,))
+                resumed.start()
+                started = time.monotonic()
+                promise = app.tasks["chaos.keyed"].send(1)  # returns once stored
+                took = time.monotonic() - started
+                resumed.join()
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        assert 1.0 < took < 10.0
+        retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+        assert retries, "the call waited for the frozen server instead of timing out"
+        stored = app.backend_call_sync(lambda b: b.inspect(promise.id))
+        assert stored is not None
+        assert stored.state == "pending"
+    finally:
+        app.close_sync()

@@ -209,7 +209,6 @@ class RedisBackend:
             pool = ConnectionPool.from_url(
                 self._client_url,
                 socket_connect_timeout=5.0,
-                socket_timeout=15.0,
                 socket_keepalive=True,
                 retry=Retry(NoBackoff(), 0),  # retries are the Client's, on new connections
             )

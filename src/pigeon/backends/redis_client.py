@@ -6,6 +6,11 @@ uses them directly, one command at a time each: a command costs one write and on
 packed by hiredis, with none of redis-py's per-command bookkeeping. That matters here: the
 round trip of a send -> run -> await is several of them.
 
+Each call is timed as a whole (``asyncio.timeout``, the URL's ``socket_timeout`` or
+``REPLY_TIMEOUT``) instead of by redis-py per write and per read: redis-py runs every
+timed write as a task of its own (``asyncio.wait_for``), an extra event-loop iteration
+per command on the path of every message.
+
 A connection that fails (or whose caller is cancelled mid-command) is closed, never reused.
 Transient errors (connection refused or reset, timeouts, a server still loading its data)
 are retried with exponential backoff for up to ``RETRY_FOR`` seconds, on a fresh connection;
@@ -53,6 +58,9 @@ KEEP_FOR_DEPENDENTS = 86400.0
 #: Seconds a script's reply is remembered for a retry of the same call (which can only
 #: come within RETRY_FOR seconds of the first try).
 REPLY_TTL = RETRY_FOR + 15.0
+#: Seconds a call waits for its reply (unless the URL sets ``socket_timeout``) before the
+#: connection counts as dead and the call is retried on a new one.
+REPLY_TIMEOUT = 15.0
 #: Idle connections kept for reuse; more are made while more calls are in flight.
 MAX_IDLE = 16
 
@@ -175,6 +183,9 @@ class Client:
 
     def __init__(self, pool: ConnectionPool, url: str, base: str) -> None:
         self.pool = pool
+        kwargs = pool.connection_kwargs
+        self._timeout: float = kwargs.get("socket_timeout") or REPLY_TIMEOUT
+        kwargs["socket_timeout"] = None  # each call is timed here: see the module docstring
         self.loop = asyncio.get_running_loop()
         self._url = url
         self._base = base.encode()
@@ -242,17 +253,19 @@ class Client:
         reusable = False
         try:
             sent = 0
-            for command in commands:
-                await conn.send_packed_command(command, check_health=False)
-                sent += 1
             replies: list[Any] = []
             error: ResponseError | None = None
-            for _ in range(sent):  # every reply is read, so that the connection stays usable
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:
-                    error = error or exc
-                    replies.append(None)
+            async with asyncio.timeout(self._timeout) as timer:
+                for command in commands:
+                    await conn.send_packed_command(command, check_health=False)
+                    sent += 1
+                    timer.reschedule(self.loop.time() + self._timeout)  # a long pipeline
+                for _ in range(sent):  # every reply is read: the connection stays usable
+                    try:
+                        replies.append(await conn.read_response())
+                    except ResponseError as exc:
+                        error = error or exc
+                        replies.append(None)
             reusable = True
             if error is not None:
                 raise error
@@ -282,29 +295,32 @@ class Client:
         try:
             client_id = self._client_ids.get(conn)
             if client_id is None:
-                await conn.send_packed_command(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n")
                 try:
-                    client_id = int(await conn.read_response())
+                    async with asyncio.timeout(self._timeout):
+                        await conn.send_packed_command(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n")
+                        client_id = int(await conn.read_response())
                 except ResponseError:  # an ACL without CLIENT: the wait cannot be cut short
                     client_id = -1
                 self._client_ids[conn] = client_id
             if client_id >= 0:
                 blocked.append(client_id)
-            await conn.send_packed_command(
-                hiredis.pack_command(blpop) + hiredis.pack_command(evalsha), check_health=False
-            )
-            try:
-                await conn.read_response()  # the token, or nil: the script runs either way
-            except MovedError as exc:
-                await conn.read_response()  # the script's MOVED too: its slot is elsewhere
-                reusable = True
-                await self._follow(exc, 0)
-                raise
-            try:
-                reply = await conn.read_response()
-            except ResponseError:
-                reusable = True
-                raise
+            async with asyncio.timeout(block + self._timeout):
+                await conn.send_packed_command(
+                    hiredis.pack_command(blpop) + hiredis.pack_command(evalsha),
+                    check_health=False,
+                )
+                try:
+                    await conn.read_response()  # the token, or nil: the script runs either way
+                except MovedError as exc:
+                    await conn.read_response()  # the script's MOVED too: its slot is elsewhere
+                    reusable = True
+                    await self._follow(exc, 0)
+                    raise
+                try:
+                    reply = await conn.read_response()
+                except ResponseError:
+                    reusable = True
+                    raise
             reusable = True
             return reply
         finally:
@@ -359,12 +375,13 @@ class Client:
         conn = await self._connected()
         reusable = False
         try:
-            await conn.send_packed_command(packed, check_health=False)
-            try:
-                reply = await conn.read_response()
-            except ResponseError:
-                reusable = True  # an error reply: the connection itself is fine
-                raise
+            async with asyncio.timeout(self._timeout):
+                await conn.send_packed_command(packed, check_health=False)
+                try:
+                    reply = await conn.read_response()
+                except ResponseError:
+                    reusable = True  # an error reply: the connection itself is fine
+                    raise
             reusable = True
             return reply
         finally:
