@@ -129,3 +129,37 @@ async def test_the_messages_table_stays_bounded_under_sustained_load(
 
     # 40,000 more messages passed through; without vacuuming the table would grow by them.
     assert after <= warmed * 1.5, f"{warmed:,} bytes after warming up, {after:,} after"
+
+
+async def listened(backend: PostgresBackend) -> set[str]:
+    """The channels the backend's listening connection LISTENs on."""
+    session = backend._session
+    assert session is not None
+    assert session.listener is not None
+    conn = session.listener._conn
+    return {row[0] for row in await conn.fetch("SELECT pg_listening_channels()")}
+
+
+async def test_a_channel_is_listened_on_only_once_something_waits_on_it(
+    backend: PostgresBackend, pg_url: str
+) -> None:
+    # A process that sends and waits for outcomes is not woken by every enqueue's NOTIFY
+    # on "work", nor a worker by every settle's on "done": each wake-up costs a server
+    # process and the client on the path of the message that caused it.
+    worker = PostgresBackend(pg_url)
+    await worker.open()
+    try:
+        message = Message(new_id(), "t", "q")
+        await backend.enqueue([message])
+        waiting = asyncio.create_task(backend.wait([message.id], timeout=20))
+        [delivery] = await worker.fetch(["q"], 1, "w", wait=5)
+        assert await worker.settle([Outcome(delivery.id, delivery.attempt, "succeeded")]) == [True]
+        assert set(await asyncio.wait_for(waiting, 5)) == {message.id}
+        schema = schema_of(pg_url)
+        assert await listened(backend) == {f"{schema}.done"}
+        assert await listened(worker) == {f"{schema}.work"}
+        # and a channel asked for later is added to the same connection
+        assert await backend.fetch(["q"], 1, "w", wait=0.05) == []
+        assert await listened(backend) == {f"{schema}.done", f"{schema}.work"}
+    finally:
+        await worker.close()

@@ -84,6 +84,7 @@ from pigeon.backends.base import (
 from pigeon.backends.postgres_listener import (
     DB_ERRORS,
     EVENTS,
+    Kind,
     Listener,
     Waker,
     stored_result,
@@ -402,7 +403,8 @@ class PostgresBackend:
         async with self._connection() as conn, conn.transaction():
             yield conn
 
-    async def _listening(self) -> Listener:
+    async def _listening(self, kind: Kind) -> Listener:
+        """The session's Listener, listening on the ``kind`` channel."""
         session = await self._ready()
         if session.listener is None:
             async with session.lock:
@@ -420,6 +422,10 @@ class PostgresBackend:
                     except DB_ERRORS as exc:
                         raise self._error(exc) from None
                     session.listener = listener
+        try:
+            await session.listener.listen(kind)
+        except DB_ERRORS as exc:
+            raise self._error(exc) from None
         return session.listener
 
     # lifecycle ---------------------------------------------------------------------------
@@ -743,7 +749,7 @@ class PostgresBackend:
         deadline = loop.time() + wait
         if wait <= 0:
             return (await self._lease(queues, limit, worker, lease))[0]
-        listener = await self._listening()
+        listener = await self._listening("work")
         key = tuple(queues)
         while True:
             waker = Waker(listener.work, queues)  # before looking: no wake-up is missed
@@ -1001,7 +1007,7 @@ class PostgresBackend:
         wanted = list(dict.fromkeys(ids))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        listener = await self._listening()
+        listener = await self._listening("done")
         try:
             while True:
                 waker = Waker(listener.done, wanted)  # before looking: no wake-up is missed
@@ -1343,7 +1349,7 @@ class PostgresBackend:
             return await self._read_events(start, limit)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        listener = await self._listening()
+        listener = await self._listening("events")
         while True:
             waker = Waker(listener.events, (EVENTS,))  # before looking: no wake-up is missed
             try:

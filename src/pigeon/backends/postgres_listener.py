@@ -6,6 +6,11 @@ a queue that has work) wakes fetches sleeping on that queue, ``done`` (payload: 
 the outcome when it came along, ``events`` (payload: the newest event's seq) wakes the
 readers of the event log. Waiters register (``Waker``) before they look, so that no
 notification sent after their look is missed.
+
+A channel is listened on only from the first time something waits on it (``listen``): a
+process that only sends never hears every enqueue's ``work`` NOTIFY, nor a worker that
+waits on no outcome every settle's ``done``. Each notification heard costs a wake-up of a
+server process and of this one, on the path of the messages that caused it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -26,6 +31,9 @@ log = logging.getLogger("pigeon.backends.postgres")
 
 #: The key ``events`` waiters register under (every reader wants every event).
 EVENTS = "*"
+
+#: What can be listened on.
+Kind = Literal["work", "done", "events"]
 
 #: What asyncpg raises when the server or the connection fails.
 #: What a lost or broken connection can raise. InternalClientError is asyncpg's word for a
@@ -89,9 +97,14 @@ class Listener:
         events_channel: str | None = None,
     ) -> None:
         self._connect = connect
-        self._work_channel = work_channel
-        self._done_channel = done_channel
-        self._events_channel = events_channel
+        self._channels: dict[str, tuple[str, Callable[..., None]]] = {
+            "work": (work_channel, self._on_work),
+            "done": (done_channel, self._on_done),
+        }
+        if events_channel is not None:
+            self._channels["events"] = (events_channel, self._on_events)
+        self._listened: set[str] = set()  # the kinds asked for so far (``listen``)
+        self._lock = asyncio.Lock()  # one LISTEN at a time on the connection
         self._url = url
         self._scrub = scrub
         self.work: dict[str, set[asyncio.Event]] = {}
@@ -110,17 +123,37 @@ class Listener:
         return self._conn is not None and not self._conn.is_closed()
 
     async def start(self) -> None:
-        conn = await self._connect()
-        try:
-            await conn.add_listener(self._work_channel, self._on_work)
-            await conn.add_listener(self._done_channel, self._on_done)
-            if self._events_channel is not None:
-                await conn.add_listener(self._events_channel, self._on_events)
-        except BaseException:
-            conn.terminate()
-            raise
-        conn.add_termination_listener(self._on_lost)
-        self._conn = conn
+        """Connect, and listen on the channels asked for so far."""
+        async with self._lock:
+            conn = await self._connect()
+            try:
+                for kind in self._listened:
+                    await conn.add_listener(*self._channels[kind])
+            except BaseException:
+                conn.terminate()
+                raise
+            conn.add_termination_listener(self._on_lost)
+            self._conn = conn
+
+    async def listen(self, kind: Kind) -> None:
+        """Make sure the ``kind`` channel is listened on (while the connection is down,
+        from when it is back). Raises what LISTEN raised, and then listens on the next try."""
+        if kind in self._listened:
+            return
+        if kind not in self._channels:
+            raise ValueError(f"no {kind!r} channel to listen on")
+        async with self._lock:
+            if kind in self._listened:
+                return
+            self._listened.add(kind)
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                return  # _reconnect's start() listens on it
+            try:
+                await conn.add_listener(*self._channels[kind])
+            except BaseException:
+                self._listened.discard(kind)
+                raise
 
     async def close(self) -> None:
         self._closed = True
