@@ -61,8 +61,10 @@ def test_random_worker_sigkills_lose_nothing(
     app: pigeon.App, workers: Workers, history: Path, shared_url: str
 ) -> None:
     rng = random.Random(7)
-    procs = [workers.start("-c", str(CONCURRENCY)) for _ in range(2)]
+    # The backlog first: sends as fast as the workers run would leave too little of the
+    # run for the faults (it then ends after one kill).
     sent = send_all(app, TASKS, rng)
+    procs = [workers.start("-c", str(CONCURRENCY)) for _ in range(2)]
     kills = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -163,3 +163,56 @@ async def test_a_channel_is_listened_on_only_once_something_waits_on_it(
         assert await listened(backend) == {f"{schema}.done", f"{schema}.work"}
     finally:
         await worker.close()
+
+
+async def test_waiting_on_a_message_stored_here_reads_nothing_until_in_doubt(
+    backend: PostgresBackend, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The listener hears settles from before the enqueue: the read that starts a wait
+    # cannot find anything the notification will not bring (pigeon.backends.tracking).
+    reads: list[list[str]] = []
+    read = backend.results
+
+    async def counted(ids: object) -> object:
+        reads.append(sorted(ids))  # type: ignore[call-overload]
+        return await read(ids)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backend, "results", counted)
+    worker = PostgresBackend(pg_url)
+    await worker.open()
+    try:
+        await backend.wait(["warm-up"], timeout=0.01)  # listening on "done" from here on
+        reads.clear()
+        message = Message(new_id(), "t", "q")
+        await backend.enqueue([message])
+        waiting = asyncio.create_task(backend.wait([message.id], timeout=20))
+        [delivery] = await worker.fetch(["q"], 1, "w", wait=5)
+        await worker.settle([Outcome(delivery.id, delivery.attempt, "succeeded")])
+        assert [r.id for r in (await asyncio.wait_for(waiting, 5)).values()] == [message.id]
+        assert reads == [], "the wait read the store for a message it was sure to hear of"
+
+        # Settled before anyone waits: handed over from what the listener heard.
+        second = Message(new_id(), "t", "q")
+        await backend.enqueue([second])
+        [delivery] = await worker.fetch(["q"], 1, "w", wait=5)
+        await worker.settle([Outcome(delivery.id, delivery.attempt, "succeeded")])
+        await asyncio.sleep(0.2)  # the notification arrives
+        assert list(await backend.wait([second.id], timeout=5)) == [second.id]
+        assert reads == []
+
+        # In doubt (the listening connection was lost since the enqueue): read.
+        third = Message(new_id(), "t", "q")
+        await backend.enqueue([third])
+        assert backend._session is not None
+        assert backend._session.listener is not None
+        pid = backend._session.listener._conn.get_server_pid()
+        killer = await asyncpg.connect(server_dsn(pg_url))
+        try:
+            assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await killer.close()
+        await asyncio.sleep(0.3)  # the loss is noticed
+        assert await backend.wait([third.id], timeout=0.05) == {}
+        assert [third.id] in reads
+    finally:
+        await worker.close()

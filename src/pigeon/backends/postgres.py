@@ -553,16 +553,26 @@ class PostgresBackend:
         if not messages:
             return []
         batch = list(messages)
-        shared = plain_options(batch)
-        if shared is not None:
+        # Messages without a key stand for themselves, and are new: a settle of theirs can
+        # only come after this enqueue, and is heard if the listener hears settles now.
+        listener = (await self._ready()).listener
+        mine = [m.id for m in batch if m.key is None]
+        tracked = listener is not None and listener.track(mine)
+        try:
+            shared = plain_options(batch)
+            if shared is not None:
+                async with self._connection() as conn:
+                    await self._insert_plain(conn, batch, shared, own=True)
+                return [m.id for m in batch]
+            if any(m.key is not None or m.after is not None or m.join is not None for m in batch):
+                async with self._transaction() as conn:
+                    return await self._enqueue(conn, batch)
             async with self._connection() as conn:
-                await self._insert_plain(conn, batch, shared, own=True)
-            return [m.id for m in batch]
-        if any(m.key is not None or m.after is not None or m.join is not None for m in batch):
-            async with self._transaction() as conn:
                 return await self._enqueue(conn, batch)
-        async with self._connection() as conn:
-            return await self._enqueue(conn, batch)
+        except BaseException:
+            if tracked and listener is not None:
+                listener.untrack(mine)
+            raise
 
     async def enqueue_in(self, connection: Any, messages: Sequence[Message]) -> list[str]:
         """Store ``messages`` through the application's own asyncpg ``connection``.
@@ -1008,13 +1018,22 @@ class PostgresBackend:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         listener = await self._listening("done")
+        first = True
         try:
             while True:
                 waker = Waker(listener.done, wanted)  # before looking: no wake-up is missed
                 try:
-                    # Shielded: a waiter interrupted while the query runs (a promise
-                    # joining the wait) must not cancel it, which costs a reconnection.
-                    found = await _shielded(self.results(wanted))
+                    # The first look skips what this object stored and will hear of
+                    # (pigeon.backends.tracking). Shielded: a waiter interrupted while the
+                    # query runs (a promise joining the wait) must not cancel it, which
+                    # costs a reconnection.
+                    unknown: list[str] = wanted
+                    found: dict[str, Result] = {}
+                    if first:
+                        first = False
+                        found, unknown = listener.unheard(wanted)
+                    if unknown:
+                        found.update(await _shielded(self.results(unknown)))
                     remaining = deadline - loop.time()
                     if found or remaining <= 0:
                         return found

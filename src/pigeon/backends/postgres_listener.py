@@ -7,6 +7,9 @@ the outcome when it came along, ``events`` (payload: the newest event's seq) wak
 readers of the event log. Waiters register (``Waker``) before they look, so that no
 notification sent after their look is missed.
 
+Waiting on a message this process stored skips the store read that starts a wait
+(``track`` / ``unheard``, :mod:`pigeon.backends.tracking`).
+
 A channel is listened on only from the first time something waits on it (``listen``): a
 process that only sends never hears every enqueue's ``work`` NOTIFY, nor a worker that
 waits on no outcome every settle's ``done``. Each notification heard costs a wake-up of a
@@ -25,6 +28,7 @@ import asyncpg
 import msgspec
 
 from pigeon import codec
+from pigeon.backends.tracking import Tracker
 from pigeon.message import Result
 
 log = logging.getLogger("pigeon.backends.postgres")
@@ -103,7 +107,8 @@ class Listener:
         }
         if events_channel is not None:
             self._channels["events"] = (events_channel, self._on_events)
-        self._listened: set[str] = set()  # the kinds asked for so far (``listen``)
+        self._wanted: set[str] = set()  # the kinds asked for so far (``listen``)
+        self._listening: set[str] = set()  # the kinds LISTENed on by the current connection
         self._lock = asyncio.Lock()  # one LISTEN at a time on the connection
         self._url = url
         self._scrub = scrub
@@ -113,6 +118,7 @@ class Listener:
         self._announced: dict[str, int] = {}  # work notifications received, by queue
         # Outcomes announced for ids someone waits on (None: settled, look it up).
         self.pushed: dict[str, Result | None] = {}
+        self._tracker: Tracker[Result] = Tracker()  # ids stored through this backend object
         self._epoch = 0
         self._conn: Any = None
         self._reconnecting: asyncio.Task[None] | None = None
@@ -127,33 +133,36 @@ class Listener:
         async with self._lock:
             conn = await self._connect()
             try:
-                for kind in self._listened:
+                for kind in self._wanted:
                     await conn.add_listener(*self._channels[kind])
             except BaseException:
                 conn.terminate()
                 raise
             conn.add_termination_listener(self._on_lost)
             self._conn = conn
+            self._listening = set(self._wanted)
 
     async def listen(self, kind: Kind) -> None:
         """Make sure the ``kind`` channel is listened on (while the connection is down,
         from when it is back). Raises what LISTEN raised, and then listens on the next try."""
-        if kind in self._listened:
+        if kind in self._wanted:
             return
         if kind not in self._channels:
             raise ValueError(f"no {kind!r} channel to listen on")
         async with self._lock:
-            if kind in self._listened:
+            if kind in self._wanted:
                 return
-            self._listened.add(kind)
+            self._wanted.add(kind)
             conn = self._conn
             if conn is None or conn.is_closed():
                 return  # _reconnect's start() listens on it
             try:
                 await conn.add_listener(*self._channels[kind])
             except BaseException:
-                self._listened.discard(kind)
+                self._wanted.discard(kind)
                 raise
+            if conn is self._conn:
+                self._listening.add(kind)
 
     async def close(self) -> None:
         self._closed = True
@@ -182,8 +191,30 @@ class Listener:
         connection was lost, when announcements may have been missed)."""
         return (self._epoch, *(self._announced.get(q, 0) for q in queues))
 
+    def track(self, ids: Collection[str]) -> bool:
+        """Note ids about to be stored, when their settle is sure to be heard: call it
+        before the enqueue is sent. False when nothing was noted."""
+        if not self._hears_done():
+            return False
+        self._tracker.track(ids)
+        return True
+
+    def untrack(self, ids: Collection[str]) -> None:
+        """Forget ids noted by ``track`` whose enqueue failed."""
+        self._tracker.untrack(ids)
+
+    def unheard(self, ids: Collection[str]) -> tuple[dict[str, Result], list[str]]:
+        """For a waiter about to read the store: (the outcomes already heard, the ids whose
+        outcome must be read); tracked ids still to be heard of are in neither, once: if
+        asked again (the wait timed out: a connection that died unnoticed?) they are read."""
+        return self._tracker.unheard(ids, self._hears_done(), _same, once=True)
+
+    def _hears_done(self) -> bool:
+        return "done" in self._listening and self.up
+
     def wake_all(self) -> None:
         self._epoch += 1
+        self._tracker.lost()
         for registry in (self.work, self.done, self.events):
             for events in registry.values():
                 for event in events:
@@ -198,10 +229,11 @@ class Listener:
     def _on_done(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         # Lines of "id<TAB>settled_at<TAB>result", or a bare id when the result was too long
         # to travel here (or nothing was stored): the waiter then looks it up.
+        tracker = self._tracker
         for line in payload.split("\n"):
             mid, _, news = line.partition("\t")
             events = self.done.pop(mid, None)
-            if events is None:
+            if events is None and not tracker.pending:
                 continue
             result: Result | None = None
             if news:
@@ -210,6 +242,9 @@ class Listener:
                     result = stored_result(body.encode(), float(settled_at))
                 except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
                     log.warning("undecodable outcome of %s in a notification: %s", mid, exc)
+            tracker.hear(mid, result)
+            if events is None:
+                continue
             self.pushed[mid] = result
             for event in events:
                 event.set()
@@ -245,3 +280,7 @@ class Listener:
             log.info("PostgreSQL %s: listening again", self._url)
             self.wake_all()  # a notification may have been missed: everyone looks again
             return
+
+
+def _same(result: Result) -> Result:
+    return result

@@ -17,8 +17,8 @@ No notification may be lost in a way that leaves a waiter asleep:
 One read is skipped, on the same grounds: a message that this object stored (``track``)
 while the channel was subscribed cannot settle unheard, unless the connection drops (which
 wakes every waiter to read again), so ``wait`` does not read the store for it
-(``unheard``). Such outcomes that arrive before anyone waits are kept (``TRACK_LIMIT`` of
-them) for the waiter that comes.
+(``unheard``; :mod:`pigeon.backends.tracking`). Such outcomes that arrive before anyone
+waits are kept for the waiter that comes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Collection, Coroutine, Iterator
 from typing import Any
 
@@ -35,6 +34,7 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import RedisError
 
 from pigeon import codec
+from pigeon.backends.tracking import Tracker
 from pigeon.message import Result
 
 log = logging.getLogger("pigeon.backends.redis")
@@ -45,9 +45,6 @@ log = logging.getLogger("pigeon.backends.redis")
 PING_EVERY = 10.0
 SILENCE_LIMIT = 2.5 * PING_EVERY
 RECONNECT_BACKOFF_MAX = 2.0
-#: Messages tracked (stored here, not settled yet) and settled outcomes kept for waiters
-#: still to come; the oldest are forgotten first (their waiters then read the store).
-TRACK_LIMIT = 10_000
 
 _done_decoder = msgspec.json.Decoder(list[str])
 
@@ -84,12 +81,9 @@ class Listener:
         self._outbox: asyncio.Queue[tuple[bytes, ...]] = asyncio.Queue()
         self._runner: asyncio.Task[None] | None = None
         self._by_id: dict[str, set[Watch]] = {}
-        # ``_generation`` counts lost connections; ``_tracked`` maps ids stored by this
-        # object to the generation that was listening then, ``_heard`` ids to their
-        # published outcome ('' when not published: read the store).
-        self._generation = 0
-        self._tracked: OrderedDict[str, int] = OrderedDict()
-        self._heard: OrderedDict[str, str] = OrderedDict()
+        # ids stored by this object, and their outcomes as published (None when not
+        # published: read the store)
+        self._tracker: Tracker[str] = Tracker()
 
     # waiters ------------------------------------------------------------------------------
 
@@ -117,32 +111,19 @@ class Listener:
         before the enqueue is sent. False when nothing was noted."""
         if self._done not in self._confirmed:
             return False
-        tracked, generation = self._tracked, self._generation
-        for mid in ids:
-            tracked[mid] = generation
-        _trim(tracked)
+        self._tracker.track(ids)
         return True
 
     def untrack(self, ids: Collection[str]) -> None:
         """Forget ids noted by ``track`` that the enqueue did not store now (they may have
         settled before: their waiters must read the store)."""
-        for mid in ids:
-            self._tracked.pop(mid, None)
+        self._tracker.untrack(ids)
 
     def unheard(self, ids: Collection[str]) -> tuple[dict[str, Result], list[str]]:
         """For a waiter about to read the store: (the outcomes already heard, the ids whose
         outcome must be read). Ids tracked on the current connection whose settle was not
         heard yet are in neither: their notification is still to come."""
-        found: dict[str, Result] = {}
-        unknown: list[str] = []
-        listening = self._done in self._confirmed
-        for mid in ids:
-            stored = self._heard.get(mid)
-            if stored:
-                found[mid] = codec.decode_result_record(stored.encode())
-            elif stored is not None or not listening or self._tracked.get(mid) != self._generation:
-                unknown.append(mid)
-        return found, unknown
+        return self._tracker.unheard(ids, self._done in self._confirmed, _decode_record)
 
     # subscriptions ------------------------------------------------------------------------
 
@@ -213,7 +194,7 @@ class Listener:
             finally:
                 self._conn = None
                 self._confirmed = set()
-                self._generation += 1  # what was tracked may have settled unheard
+                self._tracker.lost()  # what was tracked may have settled unheard
                 with contextlib.suppress(RedisError, OSError):
                     await conn.disconnect()
             await asyncio.sleep(backoff)
@@ -254,8 +235,8 @@ class Listener:
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if channel != self._done:
             return
-        by_id, tracked = self._by_id, self._tracked
-        if not by_id and not tracked:
+        by_id, tracker = self._by_id, self._tracker
+        if not by_id and not tracker.pending:
             return
         try:
             flat = _done_decoder.decode(data)
@@ -265,12 +246,9 @@ class Listener:
                 for watch in waiters:
                     watch.wake(reread=True)
             return
-        heard = self._heard
         for i in range(0, len(flat) - 1, 2):
             mid = flat[i]
-            if tracked.pop(mid, None) is not None:
-                heard[mid] = flat[i + 1]
-                _trim(heard)
+            tracker.hear(mid, flat[i + 1] or None)
             watching = by_id.get(mid)
             if not watching:
                 continue
@@ -285,14 +263,8 @@ class Listener:
                 watch.wake(reread=False)
 
 
-def _trim(entries: OrderedDict[str, Any]) -> None:
-    """Forget the oldest entries past TRACK_LIMIT.
-
-    An OrderedDict, because finding the oldest entry of a plain dict (``next(iter(d))``)
-    steps over every slot deleted before it until the dict is rebuilt: with entries
-    evicted one by one that cost tens of microseconds per send and per settle."""
-    while len(entries) > TRACK_LIMIT:
-        entries.popitem(last=False)
+def _decode_record(stored: str) -> Result:
+    return codec.decode_result_record(stored.encode())
 
 
 async def _first_failure(*jobs: Coroutine[Any, Any, None]) -> None:
