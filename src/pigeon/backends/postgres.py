@@ -19,8 +19,9 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
   reports some.
 - settle is one call of the schema's ``settle()`` function (PL/pgSQL: one round trip per
   batch, and each of its statements sees what committed before it). Enqueueing a follow-up
-  or a join holds the messages it depends on (``FOR KEY SHARE``), so a concurrent settle of
-  one waits for it, then finds it.
+  or a join marks the messages it depends on (``dependents``), which holds them: a
+  concurrent settle of one waits for it, then finds it. Messages without dependants are
+  settled by one statement.
 - Notifications: enqueue, release, retry and released follow-ups NOTIFY ``<schema>.work``
   with the queue name, so ``fetch(wait=...)`` sleeps until one of its queues has work (or
   until the next due time the last look reported); settle, cancel and poison NOTIFY
@@ -636,7 +637,10 @@ class PostgresBackend:
         refs.extend(member for m in store if m.join is not None for member in m.join.members)
         outcomes: dict[str, str] = {}
         if refs:
-            await conn.execute(sql["lock_refs"], refs)
+            # Marked (and held) before their outcomes are looked up: a settle that has
+            # not taken one yet waits for this transaction, then leaves it to the
+            # statements that see what it stored (see mark_refs).
+            await conn.execute(sql["mark_refs"], refs)
             outcomes = dict(await conn.fetch(sql["ref_outcomes"], refs))
 
         rows_in: list[tuple[Message, str, str | None, bytes]] = []
@@ -666,6 +670,11 @@ class PostgresBackend:
             rows_in.append((m, state, after, codec.encode_message(m)))
         rows_in.sort(key=lambda row: row[0].id)  # rows locked in id order, as settle does
         await self._insert(conn, rows_in, joins, members)
+        if refs:
+            # Depended on within this batch: stored just now, unmarked.
+            inside = {m.id for m in store}.intersection(refs)
+            if inside:
+                await conn.execute(sql["mark_refs"], sorted(inside))
         return ids
 
     async def _insert_plain(

@@ -124,10 +124,15 @@ RETURNING k.key
 SELECT key, id FROM __schema__.keys WHERE key = ANY($1::text[])
 
 
--- name: lock_refs
--- Follow-ups and joins being enqueued: hold the messages they depend on (in id order) so that
--- a concurrent settle of one of them waits for this transaction, then sees what it stored.
-SELECT id FROM __schema__.messages WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE
+-- name: mark_refs
+-- Follow-ups and joins being enqueued: mark the messages they depend on as having dependants
+-- (locked in id order, and held until this transaction ends). A concurrent settle of one of
+-- them waits for this transaction, then re-reads the row and, seeing the mark, leaves it to
+-- the statements of settle() that see what this transaction stored (0005_dependents.sql).
+UPDATE __schema__.messages m SET dependents = true
+FROM (SELECT id FROM __schema__.messages WHERE id = ANY($1::text[])
+      ORDER BY id FOR NO KEY UPDATE) r
+WHERE m.id = r.id AND NOT m.dependents
 
 
 -- name: ref_outcomes
