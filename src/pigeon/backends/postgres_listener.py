@@ -145,17 +145,15 @@ class Listener:
     async def listen(self, kind: Kind) -> None:
         """Make sure the ``kind`` channel is listened on (while the connection is down,
         from when it is back). Raises what LISTEN raised, and then listens on the next try."""
-        if kind in self._wanted:
+        if kind in self._listening:
             return
         if kind not in self._channels:
             raise ValueError(f"no {kind!r} channel to listen on")
-        async with self._lock:
-            if kind in self._wanted:
-                return
+        async with self._lock:  # a second caller returns once the LISTEN is done
             self._wanted.add(kind)
             conn = self._conn
-            if conn is None or conn.is_closed():
-                return  # _reconnect's start() listens on it
+            if kind in self._listening or conn is None or conn.is_closed():
+                return  # listened on, or the connection is down: start() listens on it
             try:
                 await conn.add_listener(*self._channels[kind])
             except BaseException:
