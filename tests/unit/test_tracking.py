@@ -65,6 +65,18 @@ def test_untracked_and_never_tracked_ids_are_read() -> None:
     assert tracker.pending
 
 
+def test_an_id_is_in_the_tracker_from_track_until_heard_or_untracked() -> None:
+    tracker: Tracker[Result] = Tracker()
+    tracker.track(["a", "b"])
+    assert "a" in tracker
+    assert "c" not in tracker
+    tracker.hear("a", result("a"))
+    tracker.untrack(["b"])
+    assert "a" not in tracker
+    assert "b" not in tracker
+    assert not tracker.pending
+
+
 def test_trim_forgets_the_oldest_first() -> None:
     entries = OrderedDict((str(i), i) for i in range(tracking.LIMIT + 3))
     trim(entries)

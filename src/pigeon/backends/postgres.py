@@ -557,7 +557,7 @@ class PostgresBackend:
         # Messages without a key stand for themselves, and are new: a settle of theirs can
         # only come after this enqueue, and is heard if the listener hears settles now.
         listener = (await self._ready()).listener
-        mine = [m.id for m in batch if m.key is None]
+        mine = [m.id for m in batch if m.key is None] if listener is not None else []
         tracked = listener is not None and listener.track(mine)
         try:
             shared = plain_options(batch)

@@ -231,8 +231,8 @@ class Listener:
         for line in payload.split("\n"):
             mid, _, news = line.partition("\t")
             events = self.done.pop(mid, None)
-            if events is None and not tracker.pending:
-                continue
+            if events is None and mid not in tracker:
+                continue  # nobody here waits for it: not worth decoding
             result: Result | None = None
             if news:
                 settled_at, _, body = news.partition("\t")

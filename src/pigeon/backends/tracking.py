@@ -44,6 +44,10 @@ class Tracker(Generic[T]):
         """Whether some tracked id has not been heard of yet."""
         return bool(self._tracked)
 
+    def __contains__(self, mid: object) -> bool:
+        """Whether ``mid`` is tracked and not heard of yet."""
+        return mid in self._tracked
+
     def lost(self) -> None:
         """The listening connection was lost: what was tracked may settle unheard."""
         self._generation += 1
