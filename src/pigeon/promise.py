@@ -678,17 +678,18 @@ class ResultWatcher:
         self._backend = backend
         # id -> one future per awaiter (its own: a cancelled awaiter cancels nothing else)
         self._waiters: dict[str, list[asyncio.Future[Result]]] = {}
-        self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._waiting: asyncio.Task[None] | None = None  # the backend wait in flight
 
     async def get(self, mid: str) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         awaiters = self._waiters.get(mid)
         if awaiters is None:
             self._waiters[mid] = [future]
-            self._wake.set()
             if self._runner is None:
                 self._runner = asyncio.get_running_loop().create_task(self._run())
+            elif self._waiting is not None:
+                self._waiting.cancel()  # a new id to wait for: the runner starts over with it
         else:
             awaiters.append(future)
         try:
@@ -714,31 +715,31 @@ class ResultWatcher:
                 if not future.done():
                     future.set_result(result)
 
-    def _resolve_when_done(self, waiting: asyncio.Future[dict[str, Result]]) -> None:
-        # Run as the wait's done callback: the awaiters wake one loop iteration after the
-        # outcome arrives, not after this loop has noticed it too.
-        if not waiting.cancelled() and waiting.exception() is None:
-            self._resolve(waiting.result())
+    async def _wait(self, backend: Backend, ids: list[str]) -> None:
+        # The awaiters are resolved here, as the wait returns: they wake one event-loop
+        # iteration after the outcome arrives, not after the runner has noticed it too.
+        self._resolve(await backend.wait(ids, 5.0))
 
     async def _run(self) -> None:
         backoff = 0.05
         try:
             while self._waiters:
-                ids = list(self._waiters)
-                self._wake.clear()
                 try:
                     backend = await self._backend()
-                    waiting = asyncio.ensure_future(backend.wait(ids, 5.0))
-                    waiting.add_done_callback(self._resolve_when_done)
-                    woken = asyncio.ensure_future(self._wake.wait())
+                    # The ids are taken and the wait started in one step: an id that comes
+                    # later cancels this wait (get), and the next one includes it.
+                    waiting = self._waiting = asyncio.ensure_future(
+                        self._wait(backend, list(self._waiters))
+                    )
                     try:
-                        await asyncio.wait({waiting, woken}, return_when=asyncio.FIRST_COMPLETED)
+                        await waiting
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if waiting.cancelled() and task is not None and not task.cancelling():
+                            continue  # cancelled by get() for a new id, not us by close()
+                        raise
                     finally:
-                        woken.cancel()
-                        if not waiting.done():  # a new id to wait for: start over with it
-                            waiting.cancel()
-                    if waiting.done() and not waiting.cancelled():
-                        waiting.result()  # raises what the wait raised
+                        self._waiting = None
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:

@@ -65,15 +65,16 @@ import hashlib
 import importlib.resources
 import logging
 import re
-from collections.abc import AsyncIterator, Collection, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
 
 from pigeon import codec
+from pigeon.aio import shielded
 from pigeon.backends.base import (
     DEAD_LETTER_TTL,
     EVENTS_KEPT,
@@ -111,7 +112,6 @@ from pigeon.message import (
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 FinalState = Literal["succeeded", "failed", "cancelled", "dead"]
 
@@ -801,14 +801,12 @@ class PostgresBackend:
     async def _lease(
         self, queues: list[str], limit: int, worker: str, lease: float | None
     ) -> tuple[list[Delivery], float | None]:
-        job = asyncio.ensure_future(self._lease_now(queues, limit, worker, lease))
-        try:
-            return await asyncio.shield(job)
-        except asyncio.CancelledError:
+        def orphaned(job: asyncio.Task[tuple[list[Delivery], float | None]]) -> None:
             # The statement may commit after our caller has gone: hand the leases back
             # rather than let them run out and count as lost deliveries.
             job.add_done_callback(self._release_orphans)
-            raise
+
+        return await shielded(self._lease_now(queues, limit, worker, lease), orphaned)
 
     async def _lease_now(
         self, queues: list[str], limit: int, worker: str, lease: float | None
@@ -1042,7 +1040,7 @@ class PostgresBackend:
                         first = False
                         found, unknown = listener.unheard(wanted)
                     if unknown:
-                        found.update(await _shielded(self.results(unknown)))
+                        found.update(await shielded(self.results(unknown)))
                     remaining = deadline - loop.time()
                     if found or remaining <= 0:
                         return found
@@ -1382,7 +1380,7 @@ class PostgresBackend:
             waker = Waker(listener.events, (EVENTS,))  # before looking: no wake-up is missed
             try:
                 # Shielded, as in wait(): a cancelled reader must not cancel the query.
-                cursor, found = await _shielded(self._read_events(start, limit))
+                cursor, found = await shielded(self._read_events(start, limit))
                 remaining = deadline - loop.time()
                 if found or remaining <= 0:
                     return cursor, found
@@ -1427,22 +1425,6 @@ def _split(rows: list[Any]) -> tuple[list[Any], Any]:
     leased = [r for r in rows if r["id"] is not None]
     flags = next(r for r in rows if r["id"] is None)
     return leased, flags
-
-
-async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
-    """Await ``coro`` shielded from our caller's cancellation; its failure, if it then fails
-    unobserved, is retrieved so that it is not reported as never retrieved."""
-    task = asyncio.ensure_future(coro)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.add_done_callback(_retrieve)
-        raise
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 def _abandon(session: _Session) -> None:

@@ -62,6 +62,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 from pigeon import codec
+from pigeon.aio import shielded
 from pigeon.backends.base import plain_options, redact
 from pigeon.backends.redis_client import TRANSIENT, Client
 from pigeon.backends.redis_listener import Listener
@@ -344,10 +345,8 @@ class RedisBackend:
         the deliveries, and how long until something may be due."""
         token = self._token()
         blocked: list[int] = []
-        call = asyncio.ensure_future(self._fetch_script(queues, token, args, block, blocked))
-        try:
-            reply = await asyncio.shield(call)
-        except asyncio.CancelledError:
+
+        def orphaned(call: asyncio.Task[Any]) -> None:
             # The script may run after our caller has gone: hand its leases back rather
             # than let them run out and count as lost deliveries. A blocked fetch is woken
             # at once (its script then runs and answers), not left blocking.
@@ -355,7 +354,8 @@ class RedisBackend:
             self._spawn(call)
             if blocked:
                 self._spawn(self._client().unblock(blocked[0]))
-            raise
+
+        reply = await shielded(self._fetch_script(queues, token, args, block, blocked), orphaned)
         now, next_due = reply[0], reply[1]
         flat = reply[2:]
         deliveries = [

@@ -120,6 +120,7 @@ class Worker:
         self._buffered: dict[str, _Buffered] = {}
         self._stalled = False  # buffered messages were given back: refill once a slot frees
         self._stopping = asyncio.Event()
+        self._fetching: asyncio.Future[list[Delivery]] | None = None  # the fetch in flight
         self._slot_freed = asyncio.Event()
         self._started_at = time.time()
         self._exit_code = EXIT_OK
@@ -186,6 +187,7 @@ class Worker:
         failing_since: float | None = None
         backoff = 0.05
         stop_wait = asyncio.ensure_future(self._stopping.wait())
+        stop_wait.add_done_callback(self._cancel_fetch)
         try:
             while not self._stopping.is_set():
                 free = self.concurrency - len(self._running)
@@ -197,15 +199,17 @@ class Worker:
                     continue
                 self.fetches += 1
                 queues = fetch_order(self.queues, self.fetches)
-                fetch = asyncio.ensure_future(self._backend.fetch(queues, room, self.id, wait=1.0))
+                # A task of its own, which a stop cancels (fetch is safe to cancel: what it
+                # leased meanwhile is released), awaited directly: asyncio.wait on it and
+                # the stop would cost an event-loop iteration and a set per fetch.
+                fetch = self._fetching = asyncio.ensure_future(
+                    self._backend.fetch(queues, room, self.id, wait=1.0)
+                )
                 try:
-                    await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                    if not fetch.done():
-                        fetch.cancel()
-                        await asyncio.gather(fetch, return_exceptions=True)
-                        break
-                    deliveries = fetch.result()
+                    deliveries = await fetch
                 except asyncio.CancelledError:
+                    if fetch.cancelled() and self._stopping.is_set() and not _cancelling():
+                        break  # the stop cancelled the fetch (not the task this loop runs in)
                     raise
                 except Exception as exc:
                     now = time.monotonic()
@@ -231,11 +235,16 @@ class Worker:
                     self._buffered[d.id] = _Buffered(d, now)
                 self._start_buffered()
         finally:
+            self._fetching = None
             stop_wait.cancel()
             if self._buffered:  # prefetched, never started: back for another worker at once
                 leases = [Lease(b.delivery.id, b.delivery.attempt) for b in self._buffered.values()]
                 self._buffered.clear()
                 await self._release(leases)
+
+    def _cancel_fetch(self, _: object) -> None:
+        if self._fetching is not None:
+            self._fetching.cancel()
 
     def _start_buffered(self) -> None:
         """Start prefetched messages, oldest first, while there are free slots."""
@@ -463,6 +472,12 @@ class Worker:
         if self._events is not None:
             await self._events.drain()
         await self.app.flush()
+
+
+def _cancelling() -> int:
+    """How many cancellations of the current task are pending."""
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
 
 
 async def _first_of(*aws: Any) -> None:
