@@ -43,6 +43,15 @@ def test_new_ids_are_uuid7_unique_and_sort_in_the_order_made() -> None:
     assert new_ids(0) == []
 
 
+def test_the_random_bits_of_bulk_ids_are_random() -> None:
+    ids = new_ids(4_000)
+    # the nibble after the variant bits takes its four values, every random hex digit its 16
+    assert {mid[19] for mid in ids} == set("89ab")
+    for at in (20, 21, 22, 24, 30, 35):
+        assert len({mid[at] for mid in ids}) == 16, at
+    assert len({mid[19:] for mid in ids}) == len(ids)
+
+
 def test_encode_many_encodes_each_call_as_send_would() -> None:
     app = pigeon.App("memory://")
 
