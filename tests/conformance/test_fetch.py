@@ -224,6 +224,27 @@ async def test_fetch_wait_wakes_when_a_message_is_enqueued(backend: Backend) -> 
     assert time.monotonic() - start < 2, "fetch slept instead of waking on the enqueue"
 
 
+async def test_work_a_waking_fetch_leaves_behind_wakes_the_next_waiting_fetch(
+    backend: Backend,
+) -> None:
+    # Two fetches wait, each for one message; one enqueue of two wakes (at least) one of them,
+    # which takes one and must see that the other waiting fetch gets the one it left.
+    messages = make_messages(2)
+
+    async def send_soon() -> None:
+        await asyncio.sleep(0.2)
+        await backend.enqueue(messages)
+
+    start = time.monotonic()
+    async with asyncio.TaskGroup() as group:
+        group.create_task(send_soon())
+        waiting = [group.create_task(backend.fetch([QUEUE], 1, worker, wait=10)) for worker in "ab"]
+    fetched = sorted(d.id for w in waiting for d in w.result())
+
+    assert fetched == sorted(m.id for m in messages)
+    assert time.monotonic() - start < 5, "a fetch slept while the work it waited for was due"
+
+
 async def test_fetch_wait_returns_a_delayed_message_as_it_becomes_due(backend: Backend) -> None:
     message = make_message(delay=0.2)
     await backend.enqueue([message])

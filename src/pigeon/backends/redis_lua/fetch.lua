@@ -82,11 +82,11 @@ for qi = 5, #ARGV do
     end
     zrem_all(scheduled, ids)
   end
-  while n < limit do
-    local popped = redis.call('ZPOPMIN', ready, limit - n)
-    if #popped == 0 then
-      break
-    end
+  local emptied = false -- the ready set is known to be empty: no ZPOPMIN or ZCARD to ask it
+  while n < limit and not emptied do
+    local asked = limit - n
+    local popped = redis.call('ZPOPMIN', ready, asked)
+    emptied = #popped < 2 * asked
     for i = 1, #popped, 2 do
       local id = popped[i]
       local key = B .. 'm:' .. id
@@ -112,10 +112,8 @@ for qi = 5, #ARGV do
       end
     end
   end
-end
-for qi = 5, #ARGV do
-  if redis.call('ZCARD', B .. 'q:' .. ARGV[qi]) > 0 then
-    notified[ARGV[qi]] = true
+  if not emptied and redis.call('ZCARD', ready) > 0 then
+    notified[queue] = true -- due work left behind: the next blocked fetch takes it at once
   end
 end
 apply_leased()
