@@ -207,3 +207,42 @@ async def test_a_stopped_worker_does_not_sit_out_its_fetch_wait() -> None:
         assert time.monotonic() - started < 0.5  # the stop cancelled the fetch
     finally:
         await app.close()
+
+
+async def test_a_short_task_is_settled_before_the_next_fetch_goes_out() -> None:
+    # The next fetch (a write, and on Redis a blocking one) would delay the settle, which is
+    # what the sender waits for: the task gets its first step before the fetch is sent.
+    app = pigeon.App("memory://")
+
+    @app.task(name="quick")
+    async def quick(x: int) -> int:
+        return x
+
+    calls: list[str] = []
+    backend = await app.open()
+    fetch, settle = backend.fetch, backend.settle
+
+    async def recording_fetch(*args: Any, **kwargs: Any) -> Any:
+        calls.append("fetch")
+        found = await fetch(*args, **kwargs)
+        if found:
+            calls.append("fetched")
+        return found
+
+    async def recording_settle(outcomes: Any) -> Any:
+        calls.append("settle")
+        return await settle(outcomes)
+
+    backend.fetch = recording_fetch  # type: ignore[method-assign]
+    backend.settle = recording_settle  # type: ignore[method-assign]
+    try:
+        worker = Worker(app, concurrency=4, heartbeat=60)
+        running = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(quick.send(3), 5) == 3
+        worker.stop()
+        assert await asyncio.wait_for(running, 5) == 0
+        after = calls[calls.index("fetched") + 1 :]
+        assert after[:2] == ["settle", "fetch"], calls
+    finally:
+        await app.close()

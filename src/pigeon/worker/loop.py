@@ -234,6 +234,11 @@ class Worker:
                 for d in deliveries:
                     self._buffered[d.id] = _Buffered(d, now)
                 self._start_buffered()
+                if deliveries:
+                    # One iteration for the tasks just started to take their first step (a
+                    # short task runs to its end and hands its outcome to the settle batch)
+                    # before the next fetch is written: its settle goes out first.
+                    await asyncio.sleep(0)
         finally:
             self._fetching = None
             stop_wait.cancel()
