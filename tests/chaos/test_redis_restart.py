@@ -9,6 +9,7 @@ whatever the outcome of the test.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
@@ -26,8 +27,10 @@ import pytest
 import redis
 
 import pigeon
+from pigeon.backends import from_url, redis_listener
 from tests.chaos import chaos_app
 from tests.chaos.jepsen import TABLES, History, check
+from tests.conformance.messages import QUEUE, make_messages, succeeded
 from tests.processes import Workers, eventually
 
 TASKS = 2000
@@ -235,3 +238,34 @@ def test_a_server_that_stops_answering_times_out_the_call_which_is_retried(
         assert stored.state == "pending"
     finally:
         app.close_sync()
+
+
+async def test_a_silent_subscriber_connection_is_dropped_and_made_again(
+    server: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that stops answering without closing the socket (SIGSTOP here; a vanished
+    # host in real life) must not leave waiters on a dead subscription: past SILENCE_LIMIT
+    # without a byte, not even a pong, the listener reconnects, and waiters are served again.
+    monkeypatch.setattr(redis_listener, "PING_EVERY", 0.1)
+    monkeypatch.setattr(redis_listener, "SILENCE_LIMIT", 0.3)
+    backend = from_url(server.url)
+    await backend.open()
+    assert server.proc is not None
+    try:
+        [message] = make_messages(1)
+        await backend.enqueue([message])
+        assert await backend.wait([message.id], 0.05) == {}  # subscribed now
+        with caplog.at_level(logging.WARNING, logger="pigeon.backends.redis"):
+            server.proc.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(1.0)
+            server.proc.send_signal(signal.SIGCONT)
+            [delivery] = await backend.fetch([QUEUE], 1, "w", wait=5)
+        assert [r for r in caplog.records if "no reply for" in r.getMessage()]
+        waiting = asyncio.ensure_future(backend.wait([message.id], 10))
+        await asyncio.sleep(0.2)
+        assert await backend.settle([succeeded(delivery)]) == [True]
+        found = await asyncio.wait_for(waiting, 2)  # heard, not found by the wait's timeout
+        assert found[message.id].state == "succeeded"
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        await backend.close()

@@ -26,11 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection, Coroutine, Iterator
+from collections.abc import Callable, Collection, Coroutine, Iterator
 from typing import Any
 
+import hiredis
 import msgspec
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from pigeon import codec
@@ -64,6 +66,49 @@ class Watch:
     def wake(self, reread: bool) -> None:
         self.reread = self.reread or reread
         self.event.set()
+
+
+class _Subscriber(asyncio.Protocol):
+    """The subscriber connection once redis-py has opened it (TLS, AUTH): each message is
+    parsed by hiredis and handed to ``on_reply`` as the bytes arrive, in the transport's
+    own callback (no reading task to wake first: one event-loop iteration less between a
+    settle's notification and its waiter)."""
+
+    def __init__(self, conn: AbstractConnection, on_reply: Callable[[Any], None]) -> None:
+        writer = conn._writer  # the stream redis-py opened: its transport is ours from now on
+        assert writer is not None, "a connected redis-py connection"
+        self.transport = writer.transport
+        self.on_reply = on_reply
+        self.reader = hiredis.Reader()
+        loop = asyncio.get_running_loop()
+        self.heard_at = loop.time()  # (loop time) when the server last sent anything
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.transport.set_protocol(self)
+
+    def send(self, command: tuple[Any, ...]) -> None:
+        self.transport.write(hiredis.pack_command(command))
+
+    def data_received(self, data: bytes) -> None:
+        self.heard_at = asyncio.get_running_loop().time()
+        self.reader.feed(data)
+        try:
+            while (reply := self.reader.gets()) is not False:
+                self.on_reply(reply)
+        except hiredis.ProtocolError as exc:
+            self._end(RedisConnectionError(f"unreadable reply from the server: {exc!r}"))
+            self.transport.abort()
+
+    def eof_received(self) -> bool:
+        return False  # the server closed its side: close ours (connection_lost follows)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = "Connection closed by server." if exc is None else f"Connection lost: {exc}"
+        self._end(RedisConnectionError(reason))
+
+    def _end(self, error: BaseException) -> None:
+        if not self.lost.done():
+            self.lost.set_exception(error)
+            self.lost.exception()  # retrieved: after a close nobody awaits it
 
 
 class Listener:
@@ -176,13 +221,14 @@ class Listener:
             conn: AbstractConnection = self._pool.connection_class(**kwargs)
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
+                subscriber = _Subscriber(conn, self._on_reply)
                 self._conn = conn
                 self._confirmed = set()
                 self._sent = set(self._wanted)
                 self._outbox = asyncio.Queue()
                 if self._sent:
                     self._outbox.put_nowait((b"SUBSCRIBE", *self._sent))
-                await _first_failure(self._write(conn), self._read(conn))
+                await _first_failure(self._write(subscriber), self._watch(subscriber))
             except (RedisError, OSError) as exc:
                 if self._confirmed:
                     backoff = 0.01  # it worked for a while: reconnect at once
@@ -196,11 +242,11 @@ class Listener:
                 self._confirmed = set()
                 self._tracker.lost()  # what was tracked may have settled unheard
                 with contextlib.suppress(RedisError, OSError):
-                    await conn.disconnect()
+                    await conn.disconnect(nowait=True)  # its stream no longer sees the close
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
 
-    async def _write(self, conn: AbstractConnection) -> None:
+    async def _write(self, subscriber: _Subscriber) -> None:
         """Sends SUBSCRIBEs as they are asked for, and a PING when the line is quiet."""
         while True:
             try:
@@ -208,20 +254,28 @@ class Listener:
                     command = await self._outbox.get()
             except TimeoutError:
                 command = (b"PING",)
-            await conn.send_command(*command, check_health=False)
+            subscriber.send(command)
 
-    async def _read(self, conn: AbstractConnection) -> None:
+    async def _watch(self, subscriber: _Subscriber) -> None:
+        """Returns never; raises when the connection is lost, or silent (not even a reply
+        to a ping) for SILENCE_LIMIT seconds."""
+        loop = asyncio.get_running_loop()
         while True:
-            reply = await conn.read_response(timeout=SILENCE_LIMIT, disconnect_on_error=False)
-            if reply is None:
-                raise ConnectionError(f"no reply for {SILENCE_LIMIT:.0f}s, not even to a ping")
-            if not isinstance(reply, list) or len(reply) < 3:
-                continue  # a pong
-            kind = reply[0]
-            if kind == b"message":
-                self._dispatch(reply[1], reply[2])
-            elif kind == b"subscribe":
-                self._subscribed(reply[1])
+            quiet_until = subscriber.heard_at + SILENCE_LIMIT
+            if loop.time() >= quiet_until:
+                raise RedisConnectionError(f"no reply for {SILENCE_LIMIT:.0f}s, not even to a ping")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(quiet_until):
+                    await asyncio.shield(subscriber.lost)
+
+    def _on_reply(self, reply: Any) -> None:
+        if not isinstance(reply, list) or len(reply) < 3:
+            return  # a pong
+        kind = reply[0]
+        if kind == b"message":
+            self._dispatch(reply[1], reply[2])
+        elif kind == b"subscribe":
+            self._subscribed(reply[1])
 
     def _subscribed(self, channel: bytes) -> None:
         self._confirmed.add(channel)
