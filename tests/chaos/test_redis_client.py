@@ -107,3 +107,15 @@ async def test_a_call_whose_reply_does_not_come_fails_with_timeout_in_time(url: 
         assert await client.execute(b"PING") == b"PONG"
     finally:
         await client.close()
+
+
+async def test_a_url_asking_for_resp3_still_gets_plain_resp2_replies(url: str) -> None:
+    # _Wire matches replies to calls in order; RESP3 could slip pushes in between.
+    server = url.partition("?")[0]
+    client = Client(ConnectionPool.from_url(server + "?protocol=3"), server, "{pigeon-test}:")
+    try:
+        hello = await client.execute(b"HELLO")
+        assert isinstance(hello, list)  # RESP3 would answer with a map
+        assert dict(zip(hello[::2], hello[1::2], strict=True))[b"proto"] == 2
+    finally:
+        await client.close()

@@ -295,6 +295,9 @@ class Client:
         kwargs = pool.connection_kwargs
         self._timeout: float = kwargs.get("socket_timeout") or REPLY_TIMEOUT
         kwargs["socket_timeout"] = None  # each call is timed here: see the module docstring
+        # RESP2 whatever the URL says: _Wire reads plain replies, and RESP3 could interleave
+        # pushes with them (the listener's own connections are RESP2 too).
+        kwargs["protocol"] = 2
         self.loop = asyncio.get_running_loop()
         self._url = url
         self._base = base.encode()
