@@ -156,30 +156,64 @@ class _ErrorReplies(BaseParser):
     }
 
 
-class _Wire(asyncio.Protocol):
-    """One connection that redis-py opened (TLS, AUTH, SELECT done), read and written here.
+class TakenOver(asyncio.Protocol):
+    """A connection that redis-py opened (TLS, AUTH, SELECT done), read and written by pigeon
+    from then on: the transport's protocol becomes this object, replies are parsed by
+    hiredis as the bytes arrive and each is handed to ``on_reply`` in the transport's own
+    callback (no reading task to wake first: an event-loop iteration less per reply).
+    ``on_lost`` is called once the connection is gone or unreadable.
 
-    ``request`` writes packed commands and returns one future per reply expected; replies
-    are parsed by hiredis as the bytes arrive (``data_received``) and each completes the
-    next future, in order: the awaiting caller runs in the next event-loop iteration. An
-    error reply becomes redis-py's exception for it. A lost connection fails every future
-    still waiting with a ``ConnectionError`` (retried by the caller as transient), and the
-    wire is never used again.
+    Used by ``_Wire`` (commands) and the listener's ``_Subscriber`` (pub/sub).
     """
 
-    def __init__(self, conn: AbstractConnection) -> None:
+    def __init__(self, conn: AbstractConnection, reader: hiredis.Reader) -> None:
         self.conn = conn
         writer = conn._writer  # the stream redis-py opened: its transport is ours from now on
         assert writer is not None, "a connected redis-py connection"
         self.transport = writer.transport
-        self.reader = hiredis.Reader(replyError=_ErrorReplies.parse_error)
+        self.reader = reader
+        self.transport.set_protocol(self)
+
+    def on_reply(self, reply: Any) -> None:
+        raise NotImplementedError
+
+    def on_lost(self, error: BaseException) -> None:
+        raise NotImplementedError
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        try:
+            while (reply := self.reader.gets()) is not False:
+                self.on_reply(reply)
+        except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked
+            self.on_lost(RedisConnectionError(f"unreadable reply from the server: {exc!r}"))
+            self.transport.abort()
+
+    def eof_received(self) -> bool:
+        return False  # the server closed its side: close ours (connection_lost follows)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = "Connection closed by server." if exc is None else f"Connection lost: {exc}"
+        self.on_lost(RedisConnectionError(reason))
+
+
+class _Wire(TakenOver):
+    """One connection of the ``Client``: ``request`` writes packed commands and returns one
+    future per reply expected; each reply completes the next future, in order, so the
+    awaiting caller runs in the next event-loop iteration. An error reply becomes
+    redis-py's exception for it. A lost connection fails every future still waiting with
+    a ``ConnectionError`` (retried by the caller as transient), and the wire is never used
+    again.
+    """
+
+    def __init__(self, conn: AbstractConnection) -> None:
+        super().__init__(conn, hiredis.Reader(replyError=_ErrorReplies.parse_error))
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.lost: BaseException | None = None
         self.client_id: int | None = None  # CLIENT ID, once asked (for CLIENT UNBLOCK)
         self.deadline = 0.0  # (loop time) the replies asked for are overdue after this
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
-        self.transport.set_protocol(self)
 
     def request(self, packed: bytes, replies: int = 1) -> list[asyncio.Future[Any]]:
         """Write ``packed`` (``replies`` commands); the futures of their replies, in order."""
@@ -199,43 +233,19 @@ class _Wire(asyncio.Protocol):
 
     def expire(self, timeout: float) -> None:
         """The replies are overdue: fail their callers and drop the connection."""
-        self._fail(TimeoutError(f"no reply in time (reply timeout {timeout:g}s)"))
+        self.on_lost(TimeoutError(f"no reply in time (reply timeout {timeout:g}s)"))
         self.transport.abort()
 
-    # asyncio.Protocol -------------------------------------------------------------------
+    def on_reply(self, reply: Any) -> None:
+        future = self.waiting.popleft()  # IndexError: a reply nobody asked for
+        if future.done():  # its caller gave up (cancelled, timed out)
+            return
+        if isinstance(reply, ResponseError):
+            future.set_exception(reply)
+        else:
+            future.set_result(reply)
 
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        waiting = self.waiting
-        try:
-            while (reply := self.reader.gets()) is not False:
-                future = waiting.popleft()
-                if future.done():  # its caller gave up (cancelled, timed out)
-                    continue
-                if isinstance(reply, ResponseError):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
-        except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked
-            self._fail(RedisConnectionError(f"unreadable reply from the server: {exc!r}"))
-            self.transport.abort()
-
-    def eof_received(self) -> bool:
-        return False  # the server closed its side: close ours (connection_lost follows)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        reason = "Connection closed by server." if exc is None else f"Connection lost: {exc}"
-        self._fail(RedisConnectionError(reason))
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-
-    def _fail(self, error: BaseException) -> None:
+    def on_lost(self, error: BaseException) -> None:
         if self.lost is None:
             self.lost = error
         while self.waiting:
@@ -244,6 +254,14 @@ class _Wire(asyncio.Protocol):
                 future.set_exception(error)
                 future.exception()  # retrieved: a caller that gave up never will
         self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
 
 class _Retry:

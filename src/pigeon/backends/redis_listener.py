@@ -36,6 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from pigeon import codec
+from pigeon.backends.redis_client import TakenOver
 from pigeon.backends.tracking import Tracker
 from pigeon.message import Result
 
@@ -68,44 +69,29 @@ class Watch:
         self.event.set()
 
 
-class _Subscriber(asyncio.Protocol):
-    """The subscriber connection once redis-py has opened it (TLS, AUTH): each message is
-    parsed by hiredis and handed to ``on_reply`` as the bytes arrive, in the transport's
-    own callback (no reading task to wake first: one event-loop iteration less between a
-    settle's notification and its waiter)."""
+class _Subscriber(TakenOver):
+    """The subscriber connection: each message goes to ``on_reply`` (the listener's
+    dispatch) as its bytes arrive; ``lost`` fails once the connection is gone, and
+    ``heard_at`` says when the server last sent anything (silence is measured from it)."""
 
     def __init__(self, conn: AbstractConnection, on_reply: Callable[[Any], None]) -> None:
-        writer = conn._writer  # the stream redis-py opened: its transport is ours from now on
-        assert writer is not None, "a connected redis-py connection"
-        self.transport = writer.transport
-        self.on_reply = on_reply
-        self.reader = hiredis.Reader()
+        super().__init__(conn, hiredis.Reader())
+        self._on_reply = on_reply
         loop = asyncio.get_running_loop()
         self.heard_at = loop.time()  # (loop time) when the server last sent anything
         self.lost: asyncio.Future[None] = loop.create_future()
-        self.transport.set_protocol(self)
 
     def send(self, command: tuple[Any, ...]) -> None:
         self.transport.write(hiredis.pack_command(command))
 
+    def on_reply(self, reply: Any) -> None:
+        self._on_reply(reply)
+
     def data_received(self, data: bytes) -> None:
         self.heard_at = asyncio.get_running_loop().time()
-        self.reader.feed(data)
-        try:
-            while (reply := self.reader.gets()) is not False:
-                self.on_reply(reply)
-        except hiredis.ProtocolError as exc:
-            self._end(RedisConnectionError(f"unreadable reply from the server: {exc!r}"))
-            self.transport.abort()
+        super().data_received(data)
 
-    def eof_received(self) -> bool:
-        return False  # the server closed its side: close ours (connection_lost follows)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        reason = "Connection closed by server." if exc is None else f"Connection lost: {exc}"
-        self._end(RedisConnectionError(reason))
-
-    def _end(self, error: BaseException) -> None:
+    def on_lost(self, error: BaseException) -> None:
         if not self.lost.done():
             self.lost.set_exception(error)
             self.lost.exception()  # retrieved: after a close nobody awaits it
