@@ -57,6 +57,13 @@ async def _hand_over(coro: Coroutine[Any, Any, T], outer: asyncio.Future[T]) -> 
     return result
 
 
+def cancelling() -> bool:
+    """Whether a cancellation of the running task itself is pending (as opposed to the
+    cancellation of something it awaited, which reaches it as CancelledError too)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()

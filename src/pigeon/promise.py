@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import msgspec
 
+from pigeon.aio import cancelling
 from pigeon.errors import AggregateError, Cancelled, PigeonError, ResultNotKept, TaskError
 from pigeon.message import Failure, JoinMode, Message, Mode, Progress, Result, Settled, new_id
 
@@ -734,8 +735,7 @@ class ResultWatcher:
                     try:
                         await waiting
                     except asyncio.CancelledError:
-                        task = asyncio.current_task()
-                        if waiting.cancelled() and task is not None and not task.cancelling():
+                        if waiting.cancelled() and not cancelling():
                             continue  # cancelled by get() for a new id, not us by close()
                         raise
                     finally:

@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import ConnectionPool
 
-from pigeon.backends.redis_client import Client
+from pigeon.backends.redis_client import Client, TakenOver
 from pigeon.errors import BackendError
 from tests.servers import cleanup, make_url, require_server
 
@@ -119,3 +119,12 @@ async def test_a_url_asking_for_resp3_still_gets_plain_resp2_replies(url: str) -
         assert dict(zip(hello[::2], hello[1::2], strict=True))[b"proto"] == 2
     finally:
         await client.close()
+
+
+def test_a_taken_over_connection_must_say_what_to_do_with_replies_and_a_loss() -> None:
+    class Incomplete(TakenOver):
+        def on_reply(self, reply: object) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="on_lost"):
+        Incomplete(None, hiredis.Reader())  # type: ignore[abstract,arg-type]

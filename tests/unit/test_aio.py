@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import pigeon
-from pigeon.aio import shielded
+from pigeon.aio import cancelling, shielded
 from pigeon.message import Result
 from pigeon.promise import ResultWatcher
 from pigeon.worker import Worker
@@ -246,3 +246,28 @@ async def test_a_short_task_is_settled_before_the_next_fetch_goes_out() -> None:
         assert after[:2] == ["settle", "fetch"], calls
     finally:
         await app.close()
+
+
+async def test_cancelling_tells_our_own_cancellation_from_that_of_what_we_awaited() -> None:
+    seen: list[bool] = []
+
+    async def waits_on(inner: asyncio.Future[None]) -> None:
+        try:
+            await inner
+        except asyncio.CancelledError:
+            seen.append(cancelling())
+            if cancelling():
+                raise
+
+    inner: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    outer = asyncio.ensure_future(waits_on(inner))
+    await asyncio.sleep(0)
+    inner.cancel()  # what it awaited was cancelled: it carries on
+    await outer
+    inner = asyncio.get_running_loop().create_future()
+    outer = asyncio.ensure_future(waits_on(inner))
+    await asyncio.sleep(0)
+    outer.cancel()  # it was cancelled itself
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    assert seen == [False, True]

@@ -24,6 +24,7 @@ whether a command is safe to repeat is the caller's business (see ``redis.py``).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import functools
 import hashlib
@@ -156,7 +157,7 @@ class _ErrorReplies(BaseParser):
     }
 
 
-class TakenOver(asyncio.Protocol):
+class TakenOver(asyncio.Protocol, abc.ABC):
     """A connection that redis-py opened (TLS, AUTH, SELECT done), read and written by pigeon
     from then on: the transport's protocol becomes this object, replies are parsed by
     hiredis as the bytes arrive and each is handed to ``on_reply`` in the transport's own
@@ -174,11 +175,13 @@ class TakenOver(asyncio.Protocol):
         self.reader = reader
         self.transport.set_protocol(self)
 
+    @abc.abstractmethod
     def on_reply(self, reply: Any) -> None:
-        raise NotImplementedError
+        """One reply, in the order the server sent it."""
 
+    @abc.abstractmethod
     def on_lost(self, error: BaseException) -> None:
-        raise NotImplementedError
+        """The connection is gone (or unreadable): ``error`` says why."""
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from pigeon.aio import cancelling
 from pigeon.batching import Batcher
 from pigeon.context import Cancellation
 from pigeon.events import Publisher, outcome_event
@@ -208,7 +209,7 @@ class Worker:
                 try:
                     deliveries = await fetch
                 except asyncio.CancelledError:
-                    if fetch.cancelled() and self._stopping.is_set() and not _cancelling():
+                    if fetch.cancelled() and self._stopping.is_set() and not cancelling():
                         break  # the stop cancelled the fetch (not the task this loop runs in)
                     raise
                 except Exception as exc:
@@ -477,12 +478,6 @@ class Worker:
         if self._events is not None:
             await self._events.drain()
         await self.app.flush()
-
-
-def _cancelling() -> int:
-    """How many cancellations of the current task are pending."""
-    task = asyncio.current_task()
-    return task.cancelling() if task is not None else 0
 
 
 async def _first_of(*aws: Any) -> None:
