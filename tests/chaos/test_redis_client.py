@@ -68,7 +68,9 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used_again(
     try:
         killed = await client.execute(b"CLIENT", b"ID")
         assert await admin.execute_command("CLIENT", "KILL", "ID", killed) == 1
-        await asyncio.sleep(0.1)  # the close reaches the idle connection
+        async with asyncio.timeout(5):  # the close reaches the idle connection
+            while client._idle[-1].lost is None:
+                await asyncio.sleep(0.005)
         with caplog.at_level(logging.WARNING, logger="pigeon.backends.redis"):
             other = await client.execute(b"CLIENT", b"ID")
         assert other != killed
