@@ -155,7 +155,6 @@ class TaskCodec:
         self._kwargs_decoder = msgspec.json.Decoder(struct, dec_hook=_dec_hook)
         self._struct = struct
         self._structs: Any = list[struct]  # type: ignore[valid-type]
-        self._many_decoder = msgspec.json.Decoder(self._structs, dec_hook=_dec_hook)
         # The parameters that can be passed by position, as an array: checks a list of
         # tuples of arguments in one call, without a dict per call (encode_many).
         by_position = set(self._by_position)
@@ -166,6 +165,24 @@ class TaskCodec:
             forbid_unknown_fields=True,  # too many arguments
         )
         self._positional: Any = list[positional]  # type: ignore[valid-type]
+        # The same parameters, each UNSET (left out of the JSON) unless given: ``_Call(*args)``
+        # encodes as the keyword arguments a positional call stands for.
+        # (Neither it nor the copy of the arguments' struct that checks a bulk send's JSON is
+        # tracked by the garbage collector: thousands made at once, gone at once, and
+        # tracking them costs a collection or two per bulk send.)
+        self._call: Any = msgspec.defstruct(
+            f"{name}.call", [(n, Any, msgspec.UNSET) for n in self._by_position], gc=False
+        )
+        self._lines_decoder = msgspec.json.Decoder(
+            msgspec.defstruct(
+                f"{name}.checked",
+                fields,
+                kw_only=True,
+                forbid_unknown_fields=self.var_keyword is None,
+                gc=False,
+            ),
+            dec_hook=_dec_hook,
+        )
         self._varargs_type: Any = list[var_positional_type]
         self._varargs_decoder = msgspec.json.Decoder(self._varargs_type, dec_hook=_dec_hook)
         self._extra_kwargs_type: Any = dict[str, var_keyword_type]
@@ -247,20 +264,21 @@ class TaskCodec:
         keyword arguments, one of each per call. Raises EncodeError naming the first bad call
         by its index (``calls[3]: ...``).
 
-        For the common signature the whole list is validated in two msgspec calls (the
-        Python values against the parameters' types, then the JSON as the worker decodes
-        it), so each call costs about one dict and one encode.
+        For the common signature the whole list is encoded and validated in a few msgspec
+        calls (the Python values against the parameters' types, all the calls' JSON at
+        once as newline-delimited lines, then those lines as the worker decodes them), so
+        each call costs about one small struct (a tuple of arguments) and one ``Raw``.
         """
         if not self._simple:
             return self._encode_each(calls)
-        names = self._by_position
-        encode = _json_encoder.encode
         try:
             if all(type(call) is tuple for call in calls):
                 msgspec.convert(calls, self._positional, dec_hook=_dec_hook)
-                raws = [msgspec.Raw(encode(dict(zip(names, c, strict=False)))) for c in calls]
+                make = self._call
+                arguments: list[Any] = [make(*c) for c in calls]
             else:
-                arguments: list[Any] = []
+                names = self._by_position
+                arguments = []
                 for call in calls:
                     if type(call) is tuple and len(call) <= len(names):
                         arguments.append(dict(zip(names, call, strict=False)))
@@ -269,10 +287,13 @@ class TaskCodec:
                     else:  # too many arguments, another mapping or not a call
                         return self._encode_each(calls)
                 msgspec.convert(arguments, self._structs, dec_hook=_dec_hook)
-                raws = [msgspec.Raw(encode(a)) for a in arguments]
-            self._many_decoder.decode(b"[" + b",".join(raws) + b"]")
+            # JSON never holds a raw newline, so the lines are the calls' encodings.
+            lines = _json_encoder.encode_lines(arguments)
+            self._lines_decoder.decode_lines(lines)
         except (msgspec.ValidationError, TypeError, ValueError):
             return self._encode_each(calls)  # one by one, to name the call that is wrong
+        raws = list(map(msgspec.Raw, lines.split(b"\n")))
+        raws.pop()  # after the last newline
         return [_NO_ARGS] * len(raws), raws
 
     def _encode_each(self, calls: Sequence[Call]) -> tuple[list[msgspec.Raw], list[msgspec.Raw]]:

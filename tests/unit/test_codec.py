@@ -289,6 +289,57 @@ def test_untyped_parameters_take_json_values(a: Any, b: Any) -> None:
     call(untyped, a, b)
 
 
+def _named(call: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip("abcd", call, strict=False))
+
+
+optional_calls = st.lists(
+    st.tuples(st.none() | ints, st.none() | texts, ints, st.none() | st.lists(ints, max_size=3))
+    .flatmap(lambda full: st.integers(1, 4).map(lambda n: full[:n]))  # trailing ones left out
+    .flatmap(
+        lambda call: st.sampled_from([call, _named(call), dict(reversed(_named(call).items()))])
+    ),
+    max_size=20,
+)
+
+
+@given(calls=optional_calls, positional_only=st.booleans())
+def test_a_bulk_encode_encodes_each_call_as_one_send_would(
+    calls: list[tuple[Any, ...] | dict[str, Any]], positional_only: bool
+) -> None:
+    # encode_many encodes all the calls at once (as tuples only, or mixed with dicts); each
+    # must come out byte for byte as encode_args makes it for that call alone.
+    codec = CODECS["optional"]
+    if positional_only:
+        calls = [c for c in calls if isinstance(c, tuple)]
+    raw_args, raw_kwargs = codec.encode_many(calls)
+    assert len(raw_args) == len(raw_kwargs) == len(calls)
+    for one, args, kwargs in zip(calls, raw_args, raw_kwargs, strict=True):
+        alone = codec.encode_args(one, {}) if isinstance(one, tuple) else codec.encode_args((), one)
+        assert (bytes(args), bytes(kwargs)) == (bytes(alone[0]), bytes(alone[1]))
+
+
+@given(calls=st.lists(st.tuples(items, points, st.lists(items, max_size=2)), max_size=8))
+def test_a_bulk_encode_of_structs_and_dataclasses_matches_one_by_one(
+    calls: list[tuple[Item, Point, list[Item]]],
+) -> None:
+    codec = CODECS["records"]
+    calls_with_points = [(*c, {"p": c[1]}) for c in calls]
+    _, raw_kwargs = codec.encode_many(calls_with_points)
+    for one, kwargs in zip(calls_with_points, raw_kwargs, strict=True):
+        assert bytes(kwargs) == bytes(codec.encode_args(one, {})[1])
+        assert codec.decode_args(b"[]", bytes(kwargs))[0] == []
+
+
+def test_a_bulk_encode_names_the_first_bad_call() -> None:
+    codec = CODECS["optional"]
+    with pytest.raises(EncodeError, match=r"calls\[2\]: .*invalid arguments"):
+        codec.encode_many([(1,), (2, "x"), ("not an int",), (4,)])
+    with pytest.raises(EncodeError, match=r"calls\[1\]: .*too many positional"):
+        codec.encode_many([(1,), (1, None, 5, None, "extra")])
+    assert codec.encode_many([]) == ([], [])
+
+
 def test_bytes_travel_as_base64_json_and_decode_back_to_bytes() -> None:
     codec = CODECS["scalars"]
     raw_args, raw_kwargs = codec.encode_args((1, 1.0, "", True, None, b"\x00\xff"), {})
