@@ -12,7 +12,8 @@ QUEUE = "q"
 
 
 def make_message(queue: str = QUEUE, **fields: Any) -> Message:
-    return Message(id=new_id(), task="t", queue=queue, **fields)
+    """A message of task "t" on ``queue``, with a new id unless ``id`` is given."""
+    return Message(**{"id": new_id(), "task": "t", "queue": queue, **fields})
 
 
 def make_messages(count: int, queue: str = QUEUE, **fields: Any) -> list[Message]:

@@ -6,7 +6,7 @@ from pigeon.backends import Backend
 from pigeon.codec import decode_message
 from pigeon.message import QueueStats
 
-from .messages import QUEUE, dead, make_message, make_messages, succeeded
+from .messages import QUEUE, dead, make_message, make_messages, succeeded, value
 from .polling import clock_passes
 
 
@@ -37,6 +37,47 @@ async def test_reenqueueing_the_same_id_stores_it_once(backend: Backend) -> None
 
     assert (await backend.stats()).queues[QUEUE] == QueueStats(pending=1)
     assert [d.id for d in await backend.fetch([QUEUE], 10, "w")] == [message.id]
+
+
+async def test_ids_made_before_the_ones_stored_are_still_stored_once(backend: Backend) -> None:
+    # Ids are time-ordered: these are lower than every id stored before them (the Redis
+    # backend skips its lookups only for a batch of ids above every id ever stored).
+    older, newer = make_messages(300), make_messages(300)
+    assert await backend.enqueue(newer) == [m.id for m in newer]
+    assert await backend.enqueue(older) == [m.id for m in older]
+    assert len(await backend.fetch([QUEUE], 600, "w")) == 600  # leased: a second store shows
+    again = [*older[::2], *newer[1::2], *make_messages(2)]
+
+    assert await backend.enqueue(again) == [m.id for m in again]
+
+    assert (await backend.stats()).queues[QUEUE] == QueueStats(pending=2, leased=600)
+
+
+async def test_a_new_id_twice_in_one_batch_is_stored_once_as_first_given(
+    backend: Backend,
+) -> None:
+    stored_before = make_message()
+    await backend.enqueue([stored_before])
+    first, other = make_messages(2, kwargs=value({"n": 1}))
+    twin = make_message(id=first.id, kwargs=value({"n": 2}))
+
+    assert await backend.enqueue([first, other, twin]) == [first.id, other.id, first.id]
+
+    assert (await backend.stats()).queues[QUEUE] == QueueStats(pending=3)
+    held = {d.id: d for d in await backend.fetch([QUEUE], 10, "w")}
+    assert held.keys() == {stored_before.id, first.id, other.id}
+    assert bytes(decode_message(held[first.id].body).kwargs) == b'{"n":1}'
+
+
+async def test_ids_are_compared_by_their_bytes_whatever_the_servers_locale(
+    backend: Backend,
+) -> None:
+    # "é" (UTF-8 c3 a9) is above "z" (7a) byte by byte, and below it in most locales' order.
+    plain, accented = make_message(id="z-message"), make_message(id="\u00e9-message")
+    for batch in ([plain], [accented], [plain], [accented, plain]):
+        assert await backend.enqueue(batch) == [m.id for m in batch]
+
+    assert (await backend.stats()).queues[QUEUE] == QueueStats(pending=2)
 
 
 async def test_a_big_batch_stores_only_the_ids_not_stored_before(backend: Backend) -> None:

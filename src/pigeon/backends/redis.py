@@ -110,17 +110,23 @@ JOIN_MODES = frozenset({"all", "any", "race", "all_settled"})
 
 
 def _enqueue_call(messages: Sequence[Message]) -> tuple[str, list[Any]]:
-    """The script call that stores one chunk of ``enqueue``: (script name, its ARGV)."""
+    """The script call that stores one chunk of ``enqueue``: (script name, its ARGV).
+
+    Both scripts get the chunk's lowest and highest id, for the id mark (``mark_ids`` in
+    common.lua): a chunk of ids all above it is stored without looking each id up. Python
+    orders strings by code point, which is the byte order of their UTF-8, as the script's.
+    A chunk that holds one id twice gets '' as its lowest, which is above nothing, so that
+    the lookups store it once.
+    """
     encode = codec.encode_message
+    ids = [m.id for m in messages]
+    lo, hi = min(ids), max(ids)
+    if len(set(ids)) < len(ids):
+        lo = ""
     shared = plain_options(messages)
     if shared is not None:
         # the shared options once, then the ids, then the bodies
-        return "enqueue_plain", [
-            "",
-            _json_encode(shared),
-            *[m.id for m in messages],
-            *[encode(m) for m in messages],
-        ]
+        return "enqueue_plain", ["", _json_encode(shared), lo, hi, *ids, *map(encode, messages)]
     specs = [
         (
             m.id,
@@ -140,7 +146,7 @@ def _enqueue_call(messages: Sequence[Message]) -> tuple[str, list[Any]]:
         )
         for m in messages
     ]
-    return "enqueue", ["", _json_encode(specs), *[encode(m) for m in messages]]
+    return "enqueue", ["", _json_encode(specs), lo, hi, *map(encode, messages)]
 
 
 def _parse_url(url: str) -> tuple[str, str]:
@@ -258,7 +264,9 @@ class RedisBackend:
         also makes a retried call safe. One script call per ``ENQUEUE_CHUNK`` messages, all
         pipelined on one connection (run in order; each chunk is packed while the server
         stores the one before): ``enqueue_plain.lua`` for a chunk that ``plain_options``
-        finds plain, else ``enqueue.lua``.
+        finds plain, else ``enqueue.lua``. A plain chunk whose ids are all above the id mark
+        (the highest id stored so far) is stored without looking each id up (see
+        ``_enqueue_call``).
         """
         if not messages:
             return []

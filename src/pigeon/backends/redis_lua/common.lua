@@ -38,6 +38,7 @@
 --   sl:<name>     zset   the places of a concurrency limit: holder -> expiry; PX its latest
 --   pg:<id>       string the latest Progress of a message (msgspec JSON), PX its ttl
 --   events        stream the event log (field e: an Event as msgspec JSON), ~EVENTS_KEPT long
+--   idmark        string the highest message id ever stored, in byte order (mark_ids)
 -- Channel B .. "done": a JSON array [id, outcome, id, outcome, ...] of the messages settled
 -- (the outcome as stored, or '' when none was stored now or it is over INLINE_LIMIT bytes:
 -- the waiter reads the store then).
@@ -78,6 +79,37 @@ local function remember(reply)
     redis.call('SET', B .. 're:' .. TOKEN, reply, 'PX', REPLY_TTL_MS)
   end
   return reply
+end
+
+-- a > b, comparing bytes (Lua's own string order follows the server's locale).
+local function after(a, b)
+  if a == b then
+    return false
+  end
+  local n = math.min(#a, #b)
+  local i = 1
+  while i <= n and string.byte(a, i) == string.byte(b, i) do
+    i = i + 1
+  end
+  if i > n then
+    return #a > #b
+  end
+  return string.byte(a, i) > string.byte(b, i)
+end
+
+-- The id mark: every id stored as a message (so every id of an outcome or a dead letter,
+-- which were messages first) is at or below it, because each enqueue raises it to its
+-- highest id before it stores anything. lo and hi: the lowest and highest id of the batch,
+-- in byte order. Returns true when every id of the batch is above the mark as it was, so
+-- none of them can be stored already and the batch needs no lookups. Bulk sends from one
+-- process make ever higher ids (time-ordered UUIDs), so they take that path; a retried
+-- call, a second send of an id and ids made before others were stored do not.
+local function mark_ids(lo, hi)
+  local mark = redis.call('GET', B .. 'idmark')
+  if not mark or after(hi, mark) then
+    redis.call('SET', B .. 'idmark', hi)
+  end
+  return mark ~= false and after(lo, mark)
 end
 
 local function zrem_all(key, members)

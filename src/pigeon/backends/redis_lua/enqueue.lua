@@ -1,10 +1,12 @@
 -- enqueue: store messages, each once; the id standing for each input.
 -- ARGV[2]: JSON array, one entry per message: [id, queue, task, priority, delay, run_at,
 --   max_deliveries, lease, key, expires_at, result_ttl, after, join_mode, join_members]
---   (absent values are null); ARGV[2 + i]: message i's stored body.
+--   (absent values are null); ARGV[3], ARGV[4]: the lowest and the highest id (byte order);
+--   ARGV[4 + i]: message i's stored body.
 -- Returns {the ids, in input order; one character per input: '1' stored now, else '0'}.
 
 local specs = cjson.decode(ARGV[2])
+mark_ids(ARGV[3], ARGV[4]) -- raised for the ids stored below; the lookups are still made
 local ids = {}
 local stored = {}
 local queues = {}
@@ -58,7 +60,7 @@ for i, s in ipairs(specs) do
       end
       redis.call('HSET', mkey, 'st', waiting and 'waiting' or 'pending', 'q', queue, 't', task,
         'p', priority, 'due', due, 'll', string.format('%.17g', lease), 'md', max_deliveries,
-        'ttl', string.format('%.17g', ttl), 'b', ARGV[2 + i])
+        'ttl', string.format('%.17g', ttl), 'b', ARGV[4 + i])
       if expires_at ~= NULL then
         redis.call('HSET', mkey, 'ex', micros(expires_at))
       end

@@ -2,14 +2,17 @@
 -- (a bulk send, a burst of one task's sends), each once: enqueue.lua's work for them, with
 -- what they share worked out once and one ZADD for all.
 -- ARGV[2]: JSON [queue, task, priority, delay, run_at, max_deliveries, lease, expires_at,
---   result_ttl] (absent values are null); then the n ids, then the n stored bodies.
+--   result_ttl] (absent values are null); ARGV[3], ARGV[4]: the lowest and the highest id
+--   (byte order); then the n ids, then the n stored bodies.
 -- Returns one character per input: '1' stored now, '0' its id was stored already (each id
 -- stands for itself: there are no keys).
 
 local s = cjson.decode(ARGV[2])
 local queue, task, priority, delay, run_at = s[1], s[2], s[3], s[4], s[5]
 local max_deliveries, lease, expires_at, ttl = s[6], s[7], s[8], s[9]
-local n = (#ARGV - 2) / 2
+local n = (#ARGV - 4) / 2
+-- ids above the mark are new: no lookups (a bulk send's usual case)
+local new = mark_ids(ARGV[3], ARGV[4])
 
 local due = NOW + micros(delay)
 if run_at ~= NULL then
@@ -33,12 +36,12 @@ local expires_s = expires and str(expires)
 local stored = {}
 local members = {}
 for i = 1, n do
-  local id = ARGV[2 + i]
+  local id = ARGV[4 + i]
   local mkey = B .. 'm:' .. id
-  if redis.call('EXISTS', mkey, B .. 'r:' .. id, B .. 'd:' .. id) == 0 then
+  if new or redis.call('EXISTS', mkey, B .. 'r:' .. id, B .. 'd:' .. id) == 0 then
     stored[i] = '1'
     redis.call('HSET', mkey, 'st', 'pending', 'q', queue, 't', task, 'p', priority_s,
-      'due', due_s, 'll', lease_s, 'md', max_deliveries_s, 'ttl', ttl_s, 'b', ARGV[2 + n + i])
+      'due', due_s, 'll', lease_s, 'md', max_deliveries_s, 'ttl', ttl_s, 'b', ARGV[4 + n + i])
     if expires_s then
       redis.call('HSET', mkey, 'ex', expires_s)
     end

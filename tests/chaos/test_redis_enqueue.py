@@ -1,0 +1,64 @@
+"""The Redis backend's id mark: a bulk send of ids above every id stored is stored without
+looking each id up, and every other batch is looked up id by id (on a private redis-server,
+whose command counts no other test moves)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pigeon.backends.redis import ENQUEUE_CHUNK, RedisBackend
+from pigeon.message import Message, new_ids
+from tests.chaos.test_redis_restart import RedisServer
+
+
+@pytest.fixture
+async def private(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, RedisBackend]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        reason = "redis-server is not installed"
+        if os.environ.get("CI", "").lower() in {"true", "1"}:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = RedisServer(binary, tmp_path / "redis")
+    server.start()
+    backend = RedisBackend(server.url)
+    try:
+        await backend.open()
+        yield server, backend
+    finally:
+        await backend.close()
+        server.stop()
+
+
+def lookups(server: RedisServer) -> int:
+    with server.control() as client:
+        stats = client.info("commandstats").get("cmdstat_exists", {"calls": 0})
+        client.config_resetstat()
+    return int(stats["calls"])
+
+
+async def test_a_bulk_send_of_new_ids_is_stored_without_looking_them_up(
+    private: tuple[RedisServer, RedisBackend],
+) -> None:
+    server, backend = private
+    messages = [Message(id=mid, task="t", queue="q") for mid in new_ids(3 * ENQUEUE_CHUNK)]
+    await backend.enqueue(messages[:1])  # the first enqueue sets the mark, with a lookup
+    lookups(server)
+
+    await backend.enqueue(messages[1:])  # above the mark: several chunks, no lookup
+    assert lookups(server) == 0
+
+    await backend.enqueue(messages)  # at or below it: each id looked up, none stored again
+    assert lookups(server) == len(messages)
+    older = [Message(id=mid, task="t", queue="q") for mid in new_ids(2)]
+    newer = [Message(id=mid, task="t", queue="q") for mid in new_ids(2)]
+    await backend.enqueue(newer)
+    lookups(server)
+    await backend.enqueue(older)  # made before the last ids stored: looked up
+    assert lookups(server) == len(older)
+    assert (await backend.stats()).queues["q"].pending == len(messages) + 4
