@@ -80,6 +80,22 @@ async def test_ids_are_compared_by_their_bytes_whatever_the_servers_locale(
     assert (await backend.stats()).queues[QUEUE] == QueueStats(pending=2)
 
 
+async def test_the_ids_of_outcomes_and_dead_letters_are_not_stored_again(
+    backend: Backend,
+) -> None:
+    kept, dead_one = make_messages(2)
+    await backend.enqueue([kept, dead_one])
+    by_id = {d.id: d for d in await backend.fetch([QUEUE], 2, "w")}
+    await backend.settle([succeeded(by_id[kept.id]), dead(by_id[dead_one.id])])
+    newer = make_messages(3)  # above both ids
+
+    for batch in ([kept], [dead_one], [kept, *newer], [newer[0], dead_one]):
+        assert await backend.enqueue(batch) == [m.id for m in batch]
+
+    assert (await backend.stats()).queues[QUEUE] == QueueStats(pending=3, dead=1)
+    assert {d.id for d in await backend.fetch([QUEUE], 10, "w")} == {m.id for m in newer}
+
+
 async def test_a_big_batch_stores_only_the_ids_not_stored_before(backend: Backend) -> None:
     # Over several of each backend's enqueue chunks, with ids already stored as a message, an
     # outcome and a dead letter, and one id twice, in different chunks.

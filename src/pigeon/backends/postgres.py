@@ -45,7 +45,7 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
 - Enqueue: a batch of messages without keys or links that share their options (a bulk
   send) is ``insert_new`` per ``PLAIN_CHUNK``, pipelined by ``executemany``: ids and bodies
   are its only arrays, and it skips ``ON CONFLICT`` (falling back to ``insert_plain`` when
-  an id turns out to be stored twice). Other batches are one ``insert_messages``.
+  an id turns out to be a message already). Other batches are one ``insert_messages``.
 - Transactional enqueue: :meth:`PostgresBackend.enqueue_in` writes messages through the
   application's own asyncpg connection, inside its transaction (``App.transaction``).
 
