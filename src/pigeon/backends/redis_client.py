@@ -125,18 +125,27 @@ SCRIPTS = (
 )
 
 
+def _lua(name: str) -> str:
+    scripts = importlib.resources.files("pigeon.backends").joinpath("redis_lua")
+    return scripts.joinpath(name).read_text(encoding="utf-8")
+
+
 @functools.cache
-def script_source(name: str) -> bytes:
-    """The script as loaded: generated constants, ``common.lua``, then the script."""
-    lua = importlib.resources.files("pigeon.backends").joinpath("redis_lua")
+def script_prelude() -> str:
+    """What every script starts with: the generated constants, then ``common.lua``."""
     header = (
         f"local DEAD_LETTER_TTL_US = {int(DEAD_LETTER_TTL * 1_000_000)}\n"
         f"local KEEP_FOR_DEPENDENTS = {KEEP_FOR_DEPENDENTS!r}\n"
         f"local REPLY_TTL_MS = {int(REPLY_TTL * 1000)}\n"
         f"local EVENTS_KEPT = {int(EVENTS_KEPT)}\n"
     )
-    common = lua.joinpath("common.lua").read_text(encoding="utf-8")
-    return (header + common + lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")).encode()
+    return header + _lua("common.lua")
+
+
+@functools.cache
+def script_source(name: str) -> bytes:
+    """The script as loaded: ``script_prelude()``, then the script."""
+    return (script_prelude() + _lua(f"{name}.lua")).encode()
 
 
 @functools.cache
