@@ -146,11 +146,16 @@ class TaskCodec:
         self._known = frozenset(self.params)
         self._by_position = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
         self._required = [f[0] for f in fields if len(f) == 2]
+        # The arguments as the worker decodes them (and as a send checks them). Instances live
+        # only while a call is checked or decoded, so they are not tracked by the garbage
+        # collector (gc=False): a bulk send makes thousands at once, and tracking them costs
+        # a collection or two. The same holds for ``_call`` below.
         struct = msgspec.defstruct(
             f"{name}.arguments",
             fields,
             kw_only=True,
             forbid_unknown_fields=self.var_keyword is None,
+            gc=False,
         )
         self._kwargs_decoder = msgspec.json.Decoder(struct, dec_hook=_dec_hook)
         self._struct = struct
@@ -165,23 +170,10 @@ class TaskCodec:
             forbid_unknown_fields=True,  # too many arguments
         )
         self._positional: Any = list[positional]  # type: ignore[valid-type]
-        # The same parameters, each UNSET (left out of the JSON) unless given: ``_Call(*args)``
+        # The same parameters, each UNSET (left out of the JSON) unless given: ``_call(*args)``
         # encodes as the keyword arguments a positional call stands for.
-        # (Neither it nor the copy of the arguments' struct that checks a bulk send's JSON is
-        # tracked by the garbage collector: thousands made at once, gone at once, and
-        # tracking them costs a collection or two per bulk send.)
         self._call: Any = msgspec.defstruct(
             f"{name}.call", [(n, Any, msgspec.UNSET) for n in self._by_position], gc=False
-        )
-        self._lines_decoder = msgspec.json.Decoder(
-            msgspec.defstruct(
-                f"{name}.checked",
-                fields,
-                kw_only=True,
-                forbid_unknown_fields=self.var_keyword is None,
-                gc=False,
-            ),
-            dec_hook=_dec_hook,
         )
         self._varargs_type: Any = list[var_positional_type]
         self._varargs_decoder = msgspec.json.Decoder(self._varargs_type, dec_hook=_dec_hook)
@@ -289,7 +281,7 @@ class TaskCodec:
                 msgspec.convert(arguments, self._structs, dec_hook=_dec_hook)
             # JSON never holds a raw newline, so the lines are the calls' encodings.
             lines = _json_encoder.encode_lines(arguments)
-            self._lines_decoder.decode_lines(lines)
+            self._kwargs_decoder.decode_lines(lines)
         except (msgspec.ValidationError, TypeError, ValueError):
             return self._encode_each(calls)  # one by one, to name the call that is wrong
         raws = list(map(msgspec.Raw, lines.split(b"\n")))
