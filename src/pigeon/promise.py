@@ -757,7 +757,8 @@ class ProgressWatcher:
 
     Every ``EVERY`` seconds it asks the backend for the latest reports (and outcomes) of the
     messages followed, hands each new report to its promises, and stops following a message
-    once its outcome is stored (after delivering the last report).
+    once its outcome is stored (after delivering the last report), or, for a message whose
+    outcome is not kept (``result_ttl=0``), once the backend no longer holds it.
     """
 
     EVERY = 0.2
@@ -787,8 +788,15 @@ class ProgressWatcher:
                 ids = list(self._followed)
                 try:
                     backend = await self._backend()
-                    reports = await backend.progress(ids)
+                    # Outcomes first: the reports read after them include every report
+                    # made before the outcome was stored.
                     settled = await backend.results(ids)
+                    gone = set()  # no outcome kept: followed while the backend holds them
+                    for mid in ids:
+                        kept = any(p._kept for p in self._followed[mid][0])
+                        if not kept and mid not in settled and await backend.inspect(mid) is None:
+                            gone.add(mid)
+                    reports = await backend.progress(ids)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -802,7 +810,7 @@ class ProgressWatcher:
                         last[0] = report
                         for promise in promises:
                             await promise._on_progress(report)
-                    if mid in settled:
+                    if mid in settled or mid in gone:
                         del self._followed[mid]
                 if self._followed:
                     await asyncio.sleep(self.EVERY)

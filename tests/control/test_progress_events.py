@@ -119,3 +119,29 @@ async def test_events_tell_the_life_of_each_message(
     assert died.task == broken.name
     assert died.worker
     assert died.attempt == 1
+
+
+async def test_progress_of_a_message_whose_outcome_is_not_kept_is_followed_until_it_is_gone(
+    app: pigeon.App, start_worker: StartWorker
+) -> None:
+    release = asyncio.Event()
+    seen: list[Progress] = []
+
+    @app.task
+    async def step() -> None:
+        pigeon.current().progress(0.5, "half way")
+        await release.wait()
+
+    await start_worker()
+    promise = step.options(result_ttl=0).send()
+    promise.on_progress(seen.append)
+    async with asyncio.timeout(5):
+        while not seen:
+            await asyncio.sleep(0.01)
+    watcher = app.progress_watcher
+    assert watcher._runner is not None  # following while the message runs
+    release.set()
+    async with asyncio.timeout(5):  # no outcome will come: it stops once the message is gone
+        while watcher._runner is not None:
+            await asyncio.sleep(0.05)
+    assert [p.text for p in seen] == ["half way"]
