@@ -4,8 +4,6 @@ moves), every other batch is looked up id by id, and ids are compared by their b
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,27 +15,19 @@ from hypothesis import strategies as st
 from pigeon.backends.redis import ENQUEUE_CHUNK, RedisBackend
 from pigeon.backends.redis_client import script_prelude
 from pigeon.message import Message, new_ids
-from tests.chaos.test_redis_restart import RedisServer
+from tests.chaos.redis_server import RedisServer, private_redis
 from tests.servers import BACKEND_URLS, require_server, scheme_of
 
 
 @pytest.fixture
 async def private(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, RedisBackend]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        reason = "redis-server is not installed"
-        if os.environ.get("CI", "").lower() in {"true", "1"}:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    server = RedisServer(binary, tmp_path / "redis")
-    server.start()
-    backend = RedisBackend(server.url)
-    try:
-        await backend.open()
-        yield server, backend
-    finally:
-        await backend.close()
-        server.stop()
+    with private_redis(tmp_path / "redis") as server:
+        backend = RedisBackend(server.url)
+        try:
+            await backend.open()
+            yield server, backend
+        finally:
+            await backend.close()
 
 
 def lookups(server: RedisServer) -> int:

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import queue
-import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,92 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 import pigeon
 from pigeon.backends import from_url, redis_listener
 from tests.chaos import chaos_app
 from tests.chaos.jepsen import TABLES, History, check
+from tests.chaos.redis_server import RedisServer, private_redis
 from tests.conformance.messages import QUEUE, make_messages, succeeded
-from tests.processes import Workers, eventually
+from tests.processes import Workers
 
 TASKS = 2000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A private redis-server: started, crashed (SIGKILL) and restarted on one port and one
-    data directory, so a restart finds what the crash left on disk."""
-
-    def __init__(self, binary: str, directory: Path) -> None:
-        self.binary = binary
-        self.directory = directory
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        directory.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0?prefix=pigeon-chaos"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--dir", str(self.directory),
-                "--logfile", str(self.directory / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        eventually(self.answers, f"redis-server on port {self.port} to answer", timeout=20)
-
-    def answers(self) -> bool:
-        try:
-            with self.control() as client:
-                return bool(client.ping())  # LOADING (replaying the AOF) raises
-        except redis.RedisError:
-            return False
-
-    def control(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
-
-    def crash(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        reason = "redis-server is not installed"
-        if os.environ.get("CI", "").lower() in {"true", "1"}:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    server = RedisServer(binary, tmp_path / "redis")
-    server.start()
-    try:
+    with private_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from redis.retry import Retry
 import pigeon
 from pigeon.errors import BackendError
 from pigeon.worker import Worker
-from tests.chaos.test_redis_restart import free_port
+from tests.chaos.redis_server import free_port
 
 PASSWORD = "s3cret"
 PREFIX = "pigeon-tls"

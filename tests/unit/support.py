@@ -9,11 +9,14 @@ from typing import Any
 from pigeon import Promise
 
 
-async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` is true; fail the test after ``timeout`` seconds."""
+async def eventually(
+    condition: Callable[[], object], timeout: float = 5.0, every: float = 0.002
+) -> None:
+    """Wait until ``condition()`` is true, looking every ``every`` seconds (0: every
+    event-loop iteration); fail the test after ``timeout`` seconds."""
     async with asyncio.timeout(timeout):
         while not condition():
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(every)
 
 
 class Deferred:

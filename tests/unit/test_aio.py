@@ -18,12 +18,7 @@ from pigeon.message import Result
 from pigeon.promise import ResultWatcher
 from pigeon.worker import Worker
 
-
-async def until(condition: Callable[[], bool], deadline: float = 5.0) -> None:
-    """Wait, an event-loop iteration at a time, until ``condition()`` holds."""
-    async with asyncio.timeout(deadline):
-        while not condition():
-            await asyncio.sleep(0)
+from .support import eventually
 
 
 class Ticker:
@@ -170,7 +165,7 @@ async def test_the_watcher_resolves_an_awaiter_one_iteration_after_its_wait_retu
             return ticker.stop()
 
         running = asyncio.ensure_future(awaiter())
-        await until(lambda: backend.calls == [["a"]])
+        await eventually(lambda: backend.calls == [["a"]], every=0)
         await asyncio.sleep(0)  # the wait has reached its event
         ticker.start()
         backend.release("a")
@@ -189,9 +184,9 @@ async def test_the_watcher_starts_over_with_an_id_that_comes_while_it_waits() ->
     watcher = ResultWatcher(get_backend)
     try:
         first = asyncio.ensure_future(watcher.get("a"))
-        await until(lambda: len(backend.calls) == 1)
+        await eventually(lambda: len(backend.calls) == 1, every=0)
         second = asyncio.ensure_future(watcher.get("b"))
-        await until(lambda: len(backend.calls) == 2)
+        await eventually(lambda: len(backend.calls) == 2, every=0)
         assert backend.calls == [["a"], ["a", "b"]]
         backend.release("b")
         assert (await asyncio.wait_for(second, 5)).id == "b"
@@ -208,7 +203,9 @@ async def test_a_stopped_worker_does_not_sit_out_its_fetch_wait() -> None:
     try:
         worker = Worker(app, concurrency=2, heartbeat=60)
         running = asyncio.create_task(worker.run())
-        await until(lambda: worker.fetches >= 1)  # idle: in a fetch that waits up to 1 s
+        await eventually(
+            lambda: worker.fetches >= 1, every=0
+        )  # idle: in a fetch that waits up to 1 s
         await asyncio.sleep(0.05)  # and blocked in it
         started = time.monotonic()
         worker.stop()
@@ -247,7 +244,7 @@ async def test_a_short_task_is_settled_before_the_next_fetch_goes_out() -> None:
     try:
         worker = Worker(app, concurrency=4, heartbeat=60)
         running = asyncio.create_task(worker.run())
-        await until(lambda: "fetch" in calls)
+        await eventually(lambda: "fetch" in calls, every=0)
         assert await asyncio.wait_for(quick.send(3), 5) == 3
         worker.stop()
         assert await asyncio.wait_for(running, 5) == 0
