@@ -3,7 +3,8 @@
 An App with ``events=True`` (or ``PIGEON_EVENTS=1``) publishes a ``sent`` event for each
 message it sends, and a worker of such an App publishes ``started`` and, per outcome,
 ``succeeded``, ``failed``, ``retried``, ``cancelled``, ``dead`` or ``released`` (given back
-unstarted: a shutdown, or a rate or concurrency limit). Events go out in batches (one
+unstarted: a shutdown, or a rate or concurrency limit; with its task and queue when the
+worker had decoded it, as it has for a limit). Events go out in batches (one
 ``publish`` per batch, off the path of the message itself) and a failed publish is logged,
 never retried: events are for watching, not for correctness. ``app.events()`` and
 ``pigeon events`` read the log, in the order events were published: events of one message

@@ -11,6 +11,7 @@ import pytest
 import pigeon
 from pigeon.errors import ConfigError
 from pigeon.limits import parse_rate
+from pigeon.message import Event
 
 from .conftest import StartWorker
 
@@ -87,6 +88,33 @@ async def test_a_concurrency_limit_holds_across_workers(
     promises = [narrow.send(n) for n in range(16)]
     assert await asyncio.wait_for(pigeon.Promise.all(promises), 30) == list(range(16))
     assert most == 2
+
+
+async def test_a_message_deferred_by_its_limit_is_released_with_its_task_and_queue(
+    app: pigeon.App, start_worker: StartWorker
+) -> None:
+    gate = asyncio.Event()
+
+    @app.task(limit=1, queue="narrow")
+    async def one_at_a_time(n: int) -> int:
+        await gate.wait()
+        return n
+
+    backend = await app.open()
+    cursor, _ = await backend.read_events(None, 1000, 0.0)  # from now on
+    worker = await start_worker(concurrency=4, queues=["narrow"])
+    promises = [one_at_a_time.send(n) for n in range(3)]
+    released: list[Event] = []
+    async with asyncio.timeout(10):  # the two that find no free place are given back
+        while not released:
+            cursor, events = await backend.read_events(cursor, 1000, 0.5)
+            released += [e for e in events if e.kind == "released"]
+    gate.set()
+    assert await asyncio.wait_for(pigeon.Promise.all(promises), 10) == [0, 1, 2]
+    event = released[0]
+    assert event.id in {p.id for p in promises}
+    assert (event.task, event.queue, event.worker) == (one_at_a_time.name, "narrow", worker.id)
+    assert event.attempt >= 1
 
 
 async def test_a_concurrency_limit_per_key(app: pigeon.App, start_worker: StartWorker) -> None:

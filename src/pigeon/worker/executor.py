@@ -25,7 +25,7 @@ from pigeon.message import Delivery, Failure, Message, Outcome, Progress, Result
 from pigeon.promise import JOIN_TASK
 from pigeon.signing import Signer
 from pigeon.task import Task
-from pigeon.worker.limits import Gate
+from pigeon.worker.limits import Deferred, Gate
 
 log = logging.getLogger("pigeon.worker")
 
@@ -146,8 +146,14 @@ class Executor:
             bucket, place = limits.keys(args, kwargs)
         except Exception as exc:  # the task's rate_key/limit_key failed: the task's failure
             return self._failed(d, m, task, exc)
-        async with self.gate.admit(limits, d, m.lease, bucket, place):
-            return await self._execute(d, m, task, args, kwargs, current, cancellation, passthrough)
+        try:
+            async with self.gate.admit(limits, d, m.lease, bucket, place):
+                return await self._execute(
+                    d, m, task, args, kwargs, current, cancellation, passthrough
+                )
+        except Deferred as deferred:
+            deferred.task, deferred.queue = m.task, m.queue
+            raise
 
     async def _execute(
         self,

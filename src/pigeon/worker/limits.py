@@ -39,6 +39,8 @@ class Deferred(Exception):
     def __init__(self, delay: float, why: str) -> None:
         super().__init__(why)
         self.delay = delay
+        self.task = ""  # the message's task and queue, set by the executor (for events)
+        self.queue = ""
 
 
 class Gate:

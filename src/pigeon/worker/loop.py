@@ -281,7 +281,8 @@ class Worker:
             # Over a rate or concurrency limit: back to the backend, due again later.
             log.debug("%s deferred %.3fs: %s", d.id, deferred.delay, deferred)
             self._forget(d.id)
-            await self._release([Lease(d.id, d.attempt)], deferred.delay)
+            lease = Lease(d.id, d.attempt)
+            await self._release([lease], deferred.delay, deferred.task, deferred.queue)
             return
         except Exception as exc:
             # A bug in pigeon itself, not in the task: dead-letter rather than loop forever.
@@ -293,8 +294,10 @@ class Worker:
         except asyncio.CancelledError:
             # Stopped past the grace period, or the lease was lost: give the message back
             # un-attempted (a no-op if another worker holds it now).
+            held = self._running.get(d.id)
             self._forget(d.id)
-            await self._release([Lease(d.id, d.attempt)])
+            names = (held.task_name, held.queue) if held is not None else ("", "")
+            await self._release([Lease(d.id, d.attempt)], 0.0, *names)
             return
         held = self._running.get(d.id)
         self._forget(d.id)
@@ -337,11 +340,17 @@ class Worker:
                 )
             return
 
-    async def _release(self, leases: list[Lease], delay: float = 0.0) -> None:
+    async def _release(
+        self, leases: list[Lease], delay: float = 0.0, task: str = "", queue: str = ""
+    ) -> None:
+        """Give leases back (due again after ``delay``); ``task`` and ``queue``, when known
+        (the message was decoded), go into the "released" events."""
         if self._events is not None:
             now = time.time()
             for lease in leases:
-                self._events.emit(Event("released", lease.id, at=now, attempt=lease.attempt))
+                self._events.emit(
+                    Event("released", lease.id, task, queue, now, lease.attempt, self.id)
+                )
         try:
             await self._backend.release(leases, delay)
         except Exception as exc:
