@@ -672,6 +672,7 @@ def inspect_(state: _State, message_id: str, app_spec: str | None, url: str | No
         ("due", _when(info.run_at, now) if info.state in ("scheduled", "pending") else ""),
         ("leased until", _when(info.lease_until, now)),
         ("worker", info.worker or ""),
+        ("cancel", "requested: its worker is stopping it" if info.cancel_requested else ""),
         ("progress", _progress_line(report)),
         ("reason", info.reason or ""),
     ]:

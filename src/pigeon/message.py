@@ -261,6 +261,8 @@ class MessageInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     result: Result | None = None
     reason: str | None = None
     body: bytes | None = None
+    cancel_requested: bool = False
+    """``cancel()`` was asked while the message was leased: its worker is told to stop it."""
 
 
 class QueueStats(msgspec.Struct):

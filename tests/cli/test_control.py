@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import ModuleType
 
 from pigeon import codec
 from pigeon.message import WorkerInfo
@@ -91,6 +92,22 @@ def test_inspect_shows_a_dead_letter_with_its_error_and_traceback(project: Proje
     assert field(result.stdout, "error") == "ZeroDivisionError: float division by zero"
     assert "Traceback (most recent call last)" in result.stdout
     assert json.loads(field(result.stdout, "kwargs")) == {"a": 0, "b": 0}
+
+
+def test_inspect_shows_a_cancel_requested_while_the_message_runs(project: Project) -> None:
+    (mid,) = project.send(lambda t: t.add.send(1, 2))
+
+    async def lease_and_cancel(tasks: ModuleType) -> None:
+        backend = await tasks.app.open()
+        assert [d.id for d in await backend.fetch(["default"], 1, "w")] == [mid]
+        assert await backend.cancel([mid]) == []  # running: its worker is told instead
+
+    project.run(lease_and_cancel)
+    result = project.invoke("inspect", mid, "--url", project.url)
+
+    assert result.exit_code == 0, result.stderr
+    assert field(result.stdout, "state") == "leased"
+    assert field(result.stdout, "cancel") == "requested: its worker is stopping it"
 
 
 def test_inspect_of_an_unknown_id_fails_with_one_line(project: Project) -> None:

@@ -36,7 +36,10 @@ async def test_cancel_marks_a_leased_message_and_cancelling_names_it_to_its_hold
     assert await backend.cancelling([lease_of(d) for d in held]) == {target.id}
     info = await backend.inspect(target.id)
     assert info is not None
-    assert (info.state, info.result) == ("leased", None)
+    assert (info.state, info.result, info.cancel_requested) == ("leased", None, True)
+    untouched = await backend.inspect(other.id)
+    assert untouched is not None
+    assert (untouched.state, untouched.cancel_requested) == ("leased", False)
     assert await backend.results([target.id]) == {}
     assert await backend.extend([lease_of(d) for d in held]) == set()  # the lease is kept
     assert await backend.cancelling([lease_of(d) for d in held]) == {target.id}  # no change

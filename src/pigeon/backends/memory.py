@@ -463,6 +463,7 @@ class MemoryBackend:
                 worker=rec.worker,
                 result=result,
                 body=rec.body,
+                cancel_requested=rec.cancel_requested,
             )
         if dead is not None:
             letter = dead[0]

@@ -1168,6 +1168,7 @@ class PostgresBackend:
                 worker=r["worker"],
                 result=result,
                 body=r["body"],
+                cancel_requested=r["cancel_requested"],
             )
         if r["dead_queue"] is not None:
             return MessageInfo(

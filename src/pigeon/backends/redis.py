@@ -596,7 +596,7 @@ class RedisBackend:
         """All that is known of one id (message, stored outcome, dead letter), or None."""
         now, m, stored, d = await self._script("inspect", "", id)
         result = codec.decode_result_record(stored) if stored is not None else None
-        state, queue, task, attempt, failures, due, lease_until, worker, body = m
+        state, queue, task, attempt, failures, due, lease_until, worker, body, cx = m
         if state is not None:
             status = state.decode()
             if status == "pending" and int(due) > now:
@@ -613,6 +613,7 @@ class RedisBackend:
                 worker=worker.decode() if worker is not None and status == "leased" else None,
                 result=result,
                 body=body,
+                cancel_requested=cx is not None,
             )
         dead_queue, dead_task, reason, dead_body = d
         if dead_queue is not None:

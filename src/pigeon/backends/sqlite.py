@@ -270,7 +270,7 @@ _PURGE_DEAD = "DELETE FROM dead WHERE id IN (SELECT value FROM json_each(?1))"
 _PURGE = "DELETE FROM messages WHERE queue = ?1 AND state IN ('waiting', 'pending')"
 
 _INSPECT_MESSAGE = """
-SELECT state, queue, task, attempt, failures, due, lease_until, worker, body
+SELECT state, queue, task, attempt, failures, due, lease_until, worker, body, cancel_requested
 FROM messages WHERE id = ?1
 """
 _INSPECT_RESULT = "SELECT body FROM results WHERE id = ?1 AND expires_at > ?2"
@@ -847,7 +847,7 @@ class _Store:
             dead = db.execute(_INSPECT_DEAD, (id,)).fetchone() if row is None else None
         result = codec.decode_result_record(stored[0]) if stored is not None else None
         if row is not None:
-            state, queue, task, attempt, failures, due, lease_until, worker, body = row
+            state, queue, task, attempt, failures, due, lease_until, worker, body, cx = row
             if state == "pending" and due > now:
                 state = "scheduled"
             return MessageInfo(
@@ -862,6 +862,7 @@ class _Store:
                 worker=worker,
                 result=result,
                 body=body,
+                cancel_requested=bool(cx),
             )
         if dead is not None:
             queue, task, reason, body = dead

@@ -357,7 +357,7 @@ SELECT count(*) FROM purged
 SELECT m.state, m.queue, m.task, m.attempt, m.failures,
        extract(epoch FROM m.due)::float8 AS due, m.due > now() AS later,
        extract(epoch FROM m.lease_until)::float8 AS lease_until, m.worker, m.body,
-       r.body AS result, extract(epoch FROM r.settled_at)::float8 AS settled_at,
+       m.cancel_requested, r.body AS result, extract(epoch FROM r.settled_at)::float8 AS settled_at,
        d.queue AS dead_queue, d.task AS dead_task, d.reason, d.body AS dead_body
 FROM (SELECT $1::text AS id) k
 LEFT JOIN __schema__.messages m ON m.id = k.id
