@@ -34,11 +34,12 @@ def record(kind: str, mid: str, attempt: int) -> None:
         os.close(fd)
 
 
-async def work(ms: int) -> dict[str, int]:
-    """Sleeps ``ms`` milliseconds; returns who ran it, as which attempt."""
+async def work(ms: int, later_ms: int | None = None) -> dict[str, int]:
+    """Sleeps ``ms`` milliseconds (``later_ms`` on a second or later attempt, when given);
+    returns who ran it, as which attempt."""
     current = pigeon.current()
     record("S", current.id, current.attempt)
-    await asyncio.sleep(ms / 1000)
+    await asyncio.sleep((ms if later_ms is None or current.attempt == 1 else later_ms) / 1000)
     record("E", current.id, current.attempt)
     return {"attempt": current.attempt, "pid": os.getpid()}
 

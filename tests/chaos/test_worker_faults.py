@@ -85,14 +85,16 @@ def test_random_worker_sigkills_lose_nothing(
     assert verdict.ok == len(sent)  # exactly one visible outcome each, all succeeded
 
 
-def pause_outside_a_write(proc: subprocess.Popen[bytes], app: pigeon.App) -> None:
-    """SIGSTOP ``proc`` at a moment it holds no write transaction.
+def pause_outside_a_write(proc: subprocess.Popen[bytes], app: pigeon.App, within: float) -> None:
+    """SIGSTOP ``proc`` at a moment it holds no write transaction, within ``within`` seconds.
 
     A SQLite writer paused inside its transaction (an extend, a heartbeat) holds the
     database's one write lock until it resumes, so nobody else could take the lease over:
     a limit of SQLite itself, not what this test is about. Probe with a write; if it
-    cannot get through, let the process go on for a moment and pause it again."""
-    for _ in range(10):
+    cannot get through, let the process go on for a moment and pause it again. Each failed
+    probe lets the worker's clock run on, so the task it runs must outlast ``within``."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
         proc.send_signal(signal.SIGSTOP)
         try:
             app.backend_call_sync(lambda b: b.lock("pause-probe", "test", 1.0), timeout=1.0)
@@ -108,13 +110,19 @@ def test_a_paused_worker_past_its_lease_cannot_overwrite_the_outcome(
 ) -> None:
     paused = workers.start("-c", "1")
     work = app.tasks["chaos.work"]
-    promise = work.send(400)  # runs 0.4 s under a 1 s lease
+    # Attempt 1 runs 3 s under a 1 s lease: long enough that pausing it may take a few
+    # probes (on a loaded machine) before it could finish; the takeover runs 0.2 s.
+    promise = work.send(3000, 200)
     eventually(lambda: History.read(history).starts.get(promise.id), "the task to start")
-    pause_outside_a_write(paused, app)  # past its lease: it can neither extend nor settle
+    started = time.monotonic()
+    pause_outside_a_write(paused, app, within=1.5)  # it can neither extend nor settle
     try:
         workers.start("-c", "1")  # takes the lease over once it lapses, runs attempt 2
         result = promise.result(timeout=20)
         assert result["attempt"] == 2
+        # Resumed once its sleep is over, the paused worker settles at once, before it
+        # could learn from an extend that the lease is gone (and stop the task).
+        time.sleep(max(0.0, started + 3.2 - time.monotonic()))
     finally:
         paused.send_signal(signal.SIGCONT)
     # The paused worker wakes, finishes attempt 1 and tries to settle: refused by fencing.
