@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"run.py: {exc}", file=sys.stderr)
             return 2
-        settings = Settings(args.n, args.rtt, args.nap_n, args.concurrency)
+        settings = Settings(
+            args.n, args.rtt, args.nap_n, args.concurrency, raw_n=min(args.n, Settings.raw_n)
+        )
     run_id = secrets.token_hex(3)
     scratch = Path(tempfile.mkdtemp(prefix=f"pigeon-bench-{run_id}-"))
     # --quick leaves the committed results alone: its files go with the scratch directory.
@@ -203,6 +205,8 @@ def environment(args: argparse.Namespace, names: list[str]) -> dict[str, str]:
 
 def summary(f: Figures) -> str:
     parts = []
+    if f.one_vs_raw is not None:
+        parts.append(f"one send {f.one_vs_raw:.2f}x a raw round trip")
     if f.processed is not None:
         parts.append(f"{f.processed:,.0f} no-op/s")
     if f.rtt_p50 is not None:

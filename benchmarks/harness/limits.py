@@ -9,6 +9,10 @@ queue go when nothing but them runs.
 - PostgreSQL: asyncpg inserting rows (a bigint and a short text) into a plain table of a
   database of its own: ``executemany`` in one transaction, ``copy_records_to_table``, and one
   ``INSERT`` at a time (each awaited, autocommit: one round trip and one commit).
+
+``raw_round_trip`` is the one-at-a-time figure of a system's own broker, measured by the
+harness right before each system's (a) one by one, so that the two come from the same
+minute of a machine whose speed drifts over a run.
 """
 
 from __future__ import annotations
@@ -64,6 +68,35 @@ async def redis_lpush_one_by_one(redis_url: str, n: int) -> float:
     finally:
         await client.delete(key)
         await client.aclose()
+
+
+async def asyncpg_insert_one_by_one(dsn: str, n: int) -> float:
+    """Autocommitted INSERTs per second, each awaited, into a plain table (logged, so that
+    each commit waits for its WAL flush as a durable send's does), dropped afterwards."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("CREATE TABLE pigeon_bench_raw (id bigint, payload text)")
+        try:
+            t0 = time.perf_counter()
+            for i in range(n):
+                await connection.execute("INSERT INTO pigeon_bench_raw VALUES ($1, $2)", i, "one")
+            return n / (time.perf_counter() - t0)
+        finally:
+            await connection.execute("DROP TABLE pigeon_bench_raw")
+    finally:
+        await connection.close()
+
+
+async def raw_round_trip(redis_url: str | None, postgres_dsn: str | None, n: int) -> float | None:
+    """One awaited round trip per second of the broker's own asyncio client (redis-py LPUSH,
+    asyncpg INSERT), on the server named; None for a system with neither."""
+    if redis_url is not None:
+        return await redis_lpush_one_by_one(redis_url, n)
+    if postgres_dsn is not None:
+        return await asyncpg_insert_one_by_one(postgres_dsn, n)
+    return None
 
 
 async def asyncpg_inserts(dsn: str, n: int) -> tuple[float, float, float]:

@@ -1,7 +1,10 @@
 """The workloads, run on one system in sequence, and the figures they give.
 
 (a) enqueue ``n`` no-op tasks one by one (no worker running), and later ``n`` more with the
-    bulk API where the system has one (into the queue no worker consumes any more);
+    bulk API where the system has one (into the queue no worker consumes any more); right
+    before the one by one, ``raw_n`` awaited round trips of the broker's own client
+    (``limits.raw_round_trip``), so that a single send is compared with the round trip it
+    cannot beat in the same minute;
 (b) start one worker process and let it drain the ``n`` queued no-op tasks: processed/s is
     ``n / (last completion - first completion)``, both seen by the harness in the counter
     file; the time from starting the worker process to its first completion is reported
@@ -28,6 +31,7 @@ from pathlib import Path
 from peers import counter
 from peers.base import NAP_SECONDS, Kind, Place, System
 
+from harness import limits
 from harness.processes import RssSampler, WorkerProcess
 
 #: Where worker processes start (the ``peers`` package is importable from there).
@@ -42,6 +46,7 @@ class Settings:
     rtt: int = 300
     nap_n: int = 5_000
     concurrency: int = 100
+    raw_n: int = 3_000
 
 
 @dataclass
@@ -51,6 +56,7 @@ class Figures:
     system: str
     broker: str
     enqueue_one: float | None = None  # tasks/s
+    raw_one: float | None = None  # the broker client's awaited round trips/s, just before
     enqueue_bulk: float | None = None  # tasks/s
     processed: float | None = None  # no-op tasks/s, one worker process
     processed_from_start: float | None = None  # the same, counted from the worker's start
@@ -61,6 +67,13 @@ class Figures:
     rss_mb: float | None = None  # peak RSS of the (b)+(c) worker tree, MiB
     nap_rss_mb: float | None = None  # peak RSS of the (d) worker tree, MiB
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def one_vs_raw(self) -> float | None:
+        """How many raw round trips of the broker's client one send takes (time ratio)."""
+        if self.enqueue_one is None or not self.raw_one:
+            return None
+        return self.raw_one / self.enqueue_one
 
 
 class DrainTimeout(Exception):
@@ -93,7 +106,8 @@ async def _workloads(
     system: System, place: Place, s: Settings, counter_path: Path, figures: Figures
 ) -> None:
     n = s.n
-    # (a) one by one, nothing consuming
+    # (a) one by one, nothing consuming; the raw round trip it is compared with, just before
+    figures.raw_one = await limits.raw_round_trip(place.redis_url, place.postgres_dsn, s.raw_n)
     t0 = time.perf_counter()
     for i in range(n):
         await system.enqueue_one(Kind.NOOP, i)
