@@ -102,7 +102,13 @@ def pause_outside_a_write(proc: subprocess.Popen[bytes], app: pigeon.App, within
         except pigeon.Timeout:
             proc.send_signal(signal.SIGCONT)
             time.sleep(0.05)
-    raise AssertionError("could not pause the worker outside a write transaction")
+    raise AssertionError(
+        f"could not pause the worker outside a write transaction within {within} s"
+    )
+
+
+#: How long the paused worker's attempt runs.
+FIRST_S = 3.0
 
 
 def test_a_paused_worker_past_its_lease_cannot_overwrite_the_outcome(
@@ -110,19 +116,21 @@ def test_a_paused_worker_past_its_lease_cannot_overwrite_the_outcome(
 ) -> None:
     paused = workers.start("-c", "1")
     work = app.tasks["chaos.work"]
-    # Attempt 1 runs 3 s under a 1 s lease: long enough that pausing it may take a few
-    # probes (on a loaded machine) before it could finish; the takeover runs 0.2 s.
-    promise = work.send(3000, 200)
+    # Attempt 1 runs FIRST_S under a 1 s lease: long enough that pausing it may take a few
+    # probes (on a loaded machine, each lets it run on up to 1 s) before it could finish;
+    # the takeover runs 0.2 s.
+    promise = work.send(int(FIRST_S * 1000), 200)
     eventually(lambda: History.read(history).starts.get(promise.id), "the task to start")
     started = time.monotonic()
-    pause_outside_a_write(paused, app, within=1.5)  # it can neither extend nor settle
+    # it can neither extend nor settle; a probe begun at the deadline still ends before FIRST_S
+    pause_outside_a_write(paused, app, within=FIRST_S - 1.5)
     try:
         workers.start("-c", "1")  # takes the lease over once it lapses, runs attempt 2
         result = promise.result(timeout=20)
         assert result["attempt"] == 2
         # Resumed once its sleep is over, the paused worker settles at once, before it
         # could learn from an extend that the lease is gone (and stop the task).
-        time.sleep(max(0.0, started + 3.2 - time.monotonic()))
+        time.sleep(max(0.0, started + FIRST_S + 0.2 - time.monotonic()))
     finally:
         paused.send_signal(signal.SIGCONT)
     # The paused worker wakes, finishes attempt 1 and tries to settle: refused by fencing.
