@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import ConnectionPool
 
-from pigeon.backends.redis_client import Client, TakenOver
+from pigeon.backends.redis.client import Client, TakenOver
 from pigeon.errors import BackendError
 from tests.servers import cleanup, make_url, require_server
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pigeon.backends.redis import ENQUEUE_CHUNK, RedisBackend
-from pigeon.backends.redis_client import script_prelude
+from pigeon.backends.redis.client import script_prelude
 from pigeon.message import Message, new_ids
 from tests.chaos.redis_server import RedisServer, private_redis
 from tests.servers import BACKEND_URLS, require_server, scheme_of

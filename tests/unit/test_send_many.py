@@ -18,7 +18,7 @@ from redis.exceptions import NoScriptError
 
 import pigeon
 from pigeon.backends.redis import ENQUEUE_CHUNK, RedisBackend
-from pigeon.backends.redis_client import Client
+from pigeon.backends.redis.client import Client
 from pigeon.batching import Batcher
 from pigeon.codec import Call
 from pigeon.message import Message, new_id, new_ids

@@ -1,7 +1,7 @@
 """The pub/sub side of the Redis backend: one subscriber connection per backend object.
 
 Settles publish the ids they settled, with the outcomes they stored when small, on the app's
-``done`` channel (see ``redis_lua/common.lua``). ``Listener`` holds one connection subscribed
+``done`` channel (see ``lua/common.lua``). ``Listener`` holds one connection subscribed
 to it and wakes, in this process, the waiters that registered for an id: ``wait`` never
 polls, and a waiter handed the outcome itself needs no further round trip. (Fetches do not
 need it: they block on the server, see ``RedisBackend.fetch``.)
@@ -36,7 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from pigeon import codec
-from pigeon.backends.redis_client import TakenOver
+from pigeon.backends.redis.client import TakenOver
 from pigeon.backends.tracking import Tracker
 from pigeon.message import Result
 

@@ -126,7 +126,7 @@ SCRIPTS = (
 
 
 def _lua(name: str) -> str:
-    scripts = importlib.resources.files("pigeon.backends").joinpath("redis_lua")
+    scripts = importlib.resources.files("pigeon.backends.redis").joinpath("lua")
     return scripts.joinpath(name).read_text(encoding="utf-8")
 
 

@@ -5,14 +5,14 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
 - URL: ``postgresql://user[:password]@host[:port]/db?schema=NAME`` (default schema
   ``pigeon``: every table lives there). ``migrate=false`` forbids creating or upgrading the
   schema on first use; other query parameters (``sslmode``, ...) go to asyncpg.
-- Schema: versioned migrations (``postgres_sql/NNNN_*.sql``) recorded in
+- Schema: versioned migrations (``sql/NNNN_*.sql``) recorded in
   ``schema_version``, applied by :meth:`PostgresBackend.migrate` (``pigeon migrate``) in one
   transaction under an advisory lock, so that many processes may start at once. ``open()``
   applies the missing ones unless the URL says ``migrate=false``.
 - Connections: a pool (1 to ``POOL_MAX``) runs the operations; every statement is in
-  ``postgres_sql/queries.sql``, prepared once per connection (``SESSION_SETTINGS`` says how
+  ``sql/queries.sql``, prepared once per connection (``SESSION_SETTINGS`` says how
   they are planned), with batches passed as arrays. One more connection per backend object
-  LISTENs (:mod:`pigeon.backends.postgres_listener`), opened on first need.
+  LISTENs (:mod:`pigeon.backends.postgres.listener`), opened on first need.
 - fetch leases a batch in one statement: ``FOR NO KEY UPDATE SKIP LOCKED`` over the fetch
   index, so concurrent fetchers neither wait for nor share a message. Lapsed leases, poison
   and expired messages are handled in a transaction of their own when that statement
@@ -75,6 +75,7 @@ import msgspec
 
 from pigeon import codec
 from pigeon.aio import shielded
+from pigeon.backends import statements
 from pigeon.backends.base import (
     DEAD_LETTER_TTL,
     EVENTS_KEPT,
@@ -83,7 +84,7 @@ from pigeon.backends.base import (
     plain_options,
     redact,
 )
-from pigeon.backends.postgres_listener import (
+from pigeon.backends.postgres.listener import (
     DB_ERRORS,
     EVENTS,
     Kind,
@@ -215,7 +216,7 @@ def _channel(schema: str, kind: str) -> str:
 
 
 def _sql_files() -> list[tuple[str, str]]:
-    folder = importlib.resources.files("pigeon.backends").joinpath("postgres_sql")
+    folder = importlib.resources.files("pigeon.backends.postgres").joinpath("sql")
     return sorted(
         (entry.name, entry.read_text(encoding="utf-8"))
         for entry in folder.iterdir()
@@ -250,9 +251,7 @@ def latest_version() -> int:
 @functools.cache
 def _queries() -> dict[str, str]:
     """The statements of queries.sql by name, with their placeholders in."""
-    text = dict(_sql_files())["queries.sql"]
-    sections = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)
-    return {name: body.strip() for name, body in zip(sections[1::2], sections[2::2], strict=True)}
+    return statements.load("pigeon.backends.postgres", "sql/queries.sql")
 
 
 def _render(schema: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The listening side of the PostgreSQL backend (:mod:`pigeon.backends.postgres`).
+"""The listening side of the PostgreSQL backend (:mod:`pigeon.backends.postgres.backend`).
 
 One connection per backend object LISTENs to its schema's channels: ``work`` (payload:
 a queue that has work) wakes fetches sleeping on that queue, ``done`` (payload: lines of

@@ -6,7 +6,7 @@ with ``{NAME}:`` (``NAME`` defaults to ``pigeon``), so one server holds many app
 
 How it keeps the contract of :mod:`pigeon.backends.base`:
 
-- Every operation that changes state is one Lua script (``redis_lua/``), so it is atomic:
+- Every operation that changes state is one Lua script (``lua/``), so it is atomic:
   ``enqueue``, ``fetch``, ``extend``, ``settle``, ``release``, ``cancel``, ``requeue``,
   ``take``, ``acquire``, ``release_slots``, ``report``, ``publish``. A script handles a
   whole batch in one call, except that ``enqueue`` pipelines a big batch as one call per
@@ -34,10 +34,10 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
   client makes another for whatever runs meanwhile).
 - Waiting is pushed, never polled: a settle publishes the settled ids (with the stored
   outcomes when small, so a waiter needs no further read), an enqueue, release or retry
-  publishes on its queue's channel (:mod:`pigeon.backends.redis_listener`). A waiting
+  publishes on its queue's channel (:mod:`pigeon.backends.redis.listener`). A waiting
   ``fetch`` otherwise sleeps until the earliest scheduled message or lease deadline.
 - A dropped connection or a restarting server is retried with exponential backoff for up to
-  ``redis_client.RETRY_FOR`` seconds (:mod:`pigeon.backends.redis_client`). Retrying is
+  ``redis_client.RETRY_FOR`` seconds (:mod:`pigeon.backends.redis.client`). Retrying is
   safe: enqueue stores an id once; acquire, release_slots and report set what they set
   again; fetch, settle, release, cancel, requeue, take and publish pass a request token,
   and a retried call whose first run did go through gets that run's answer instead of
@@ -64,8 +64,8 @@ from redis.exceptions import NoScriptError
 from pigeon import codec
 from pigeon.aio import shielded
 from pigeon.backends.base import plain_options, redact
-from pigeon.backends.redis_client import TRANSIENT, Client
-from pigeon.backends.redis_listener import Listener
+from pigeon.backends.redis.client import TRANSIENT, Client
+from pigeon.backends.redis.listener import Listener
 from pigeon.errors import ConfigError
 from pigeon.message import (
     DeadLetter,

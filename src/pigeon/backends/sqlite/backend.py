@@ -95,8 +95,8 @@ def _json(values: object) -> str:
 @functools.cache
 def _schema() -> str:
     return (
-        importlib.resources.files("pigeon.backends")
-        .joinpath("sqlite_sql/schema.sql")
+        importlib.resources.files("pigeon.backends.sqlite")
+        .joinpath("sql/schema.sql")
         .read_text(encoding="utf-8")
     )
 
