@@ -29,6 +29,10 @@ Mode = Literal["then", "catch", "finally"]
 #: How a join combines its members (JavaScript's Promise combinators).
 JoinMode = Literal["all", "any", "race", "all_settled"]
 
+#: The built-in task of a durable join's message (``Promise.all(...).then(task)``): the worker
+#: combines its members' outcomes instead of calling a function.
+JOIN_TASK = "pigeon.join"
+
 EMPTY_ARGS = msgspec.Raw(b"[]")
 EMPTY_KWARGS = msgspec.Raw(b"{}")
 

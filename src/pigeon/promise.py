@@ -18,34 +18,86 @@ import concurrent.futures
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Collection, Generator, Iterable
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, Protocol, TypeVar, overload, runtime_checkable
 
 import msgspec
 
-from pigeon.aio import cancelling
-from pigeon.errors import AggregateError, Cancelled, PigeonError, ResultNotKept, TaskError
-from pigeon.message import Failure, JoinMode, Message, Mode, Progress, Result, Settled, new_id
-
-if TYPE_CHECKING:
-    from pigeon.app import App
-    from pigeon.backends.base import Backend
-    from pigeon.task import Task
+from pigeon.backends.base import Backend
+from pigeon.codec import TaskCodec
+from pigeon.errors import (
+    AggregateError,
+    Cancelled,
+    PigeonError,
+    ResultNotKept,
+    TaskError,
+    Timeout,
+)
+from pigeon.message import (
+    JOIN_TASK,
+    Failure,
+    JoinMode,
+    JoinSpec,
+    Message,
+    Mode,
+    Progress,
+    Result,
+    Settled,
+    new_id,
+)
+from pigeon.watchers import ProgressWatcher, ResultWatcher
 
 R = TypeVar("R", covariant=True)
 S = TypeVar("S")
 T = TypeVar("T")
+S_co = TypeVar("S_co", covariant=True)
 
 log = logging.getLogger("pigeon")
 
-JOIN_TASK = "pigeon.join"
-
 Status = Literal["pending", "succeeded", "failed", "cancelled", "dead"]
+
+
+class Host(Protocol):
+    """What a promise needs of the App it came from (``pigeon.App`` is one).
+
+    A small protocol rather than the App itself, so that this module sits below
+    ``pigeon.app`` and ``pigeon.task`` in the import graph.
+    """
+
+    async def call(self, coro: Awaitable[T]) -> T: ...
+    def call_sync(self, coro: Awaitable[T], timeout: float | None = None) -> T: ...
+    def start(self, coro: Awaitable[T]) -> asyncio.Future[T] | concurrent.futures.Future[T]: ...
+    async def open(self) -> Backend: ...
+    async def backend_call(self, op: Callable[[Backend], Awaitable[T]]) -> T: ...
+    def send_later(
+        self, make: Awaitable[list[Message]], task: TaskLike[Any]
+    ) -> MessagePromise[Any]: ...
+
+    @property
+    def watcher(self) -> ResultWatcher: ...
+    @property
+    def progress_watcher(self) -> ProgressWatcher: ...
+
+
+@runtime_checkable
+class TaskLike(Protocol[S_co]):
+    """What a promise needs of a task (``pigeon.Task`` and ``BoundTask`` are ones): its name,
+    the codec its results decode with, and the follow-up message that runs it with an
+    outcome. ``send`` carries the result type, so that ``p.then(task)`` is typed."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def app(self) -> Host: ...
+    @property
+    def codec(self) -> TaskCodec: ...
+    def follow_up(self, after: str | None, mode: Mode | None) -> Message: ...
+    def send(self, *args: Any, **kwargs: Any) -> Promise[S_co]: ...
 
 
 class Promise(Generic[R]):
     """The eventual outcome of work: awaitable, with ``result()``, callbacks and combinators."""
 
-    _app: App | None
+    _app: Host | None
     _outcome: tuple[bool, Any] | None = None  # (fulfilled, value or exception) once known
 
     def __await__(self) -> Generator[Any, None, R]:
@@ -95,7 +147,7 @@ class Promise(Generic[R]):
     # callbacks -------------------------------------------------------------------------
 
     @overload
-    def then(self, handler: Task[Any, S]) -> Promise[S]: ...
+    def then(self, handler: TaskLike[S]) -> Promise[S]: ...
     @overload
     def then(self, handler: Callable[[R], Promise[S]]) -> Promise[S]: ...
     @overload
@@ -114,7 +166,7 @@ class Promise(Generic[R]):
         return self._derive(self._then(handler))
 
     @overload
-    def catch(self, handler: Task[Any, S]) -> Promise[R | S]: ...
+    def catch(self, handler: TaskLike[S]) -> Promise[R | S]: ...
     @overload
     def catch(self, handler: Callable[[BaseException], Promise[S]]) -> Promise[R | S]: ...
     @overload
@@ -160,7 +212,7 @@ class Promise(Generic[R]):
             return LocalPromise(None, _detached_future(coro))
         return LocalPromise(self._app, self._app.start(coro))
 
-    def _follow(self, task: Task[Any, Any], mode: Mode) -> Promise[Any]:
+    def _follow(self, task: TaskLike[Any], mode: Mode) -> Promise[Any]:
         raise PigeonError(
             f"a durable follow-up ({mode}({task.name})) needs the promise of a sent message or"
             " a combinator of such promises; this promise was derived by a local callback."
@@ -237,7 +289,7 @@ class _PassThrough:
     (``decoder``), not as the follow-up task's.
     """
 
-    def __init__(self, mode: Mode, decoder: Task[Any, Any] | None) -> None:
+    def __init__(self, mode: Mode, decoder: TaskLike[Any] | None) -> None:
         self.mode = mode
         self.decoder = decoder
         self.parent_id = ""  # known once the follow-up is built
@@ -255,9 +307,9 @@ class MessagePromise(Promise[R]):
 
     def __init__(
         self,
-        app: App,
+        app: Host,
         id: str,
-        task: Task[Any, R] | None,
+        task: TaskLike[R] | None,
         sent: asyncio.Future[str] | asyncio.Future[list[str]] | None = None,
         kept: bool = True,
         index: int | None = None,
@@ -284,9 +336,14 @@ class MessagePromise(Promise[R]):
         return self._id
 
     @property
-    def app(self) -> App:
+    def app(self) -> Host:
         assert self._app is not None
         return self._app
+
+    @property
+    def kept(self) -> bool:
+        """Whether the message keeps an outcome (False when it was sent with ``fire``)."""
+        return self._kept
 
     async def sent(self) -> str:
         """Wait until the message is stored durably; its id. Raises if the send failed."""
@@ -306,7 +363,7 @@ class MessagePromise(Promise[R]):
         result = await self.app.watcher.get(mid)
         return self._settle(result, await self._decoder(result))
 
-    async def _decoder(self, result: Result) -> Task[Any, Any] | None:
+    async def _decoder(self, result: Result) -> TaskLike[Any] | None:
         """The task whose return type ``result``'s value decodes as (None: plain JSON)."""
         through = self._through
         if through is None or result.state != "succeeded":
@@ -318,7 +375,7 @@ class MessagePromise(Promise[R]):
                 return self._task  # the parent rejected: the value is the handler's
         return through.decoder
 
-    def _settle(self, result: Result, decoder: Task[Any, Any] | None = None) -> R:
+    def _settle(self, result: Result, decoder: TaskLike[Any] | None = None) -> R:
         if result.state == "succeeded":
             raw = bytes(result.value) if result.value is not None else b"null"
             if decoder is None:
@@ -331,7 +388,7 @@ class MessagePromise(Promise[R]):
         self._remember(False, exc)
         raise exc
 
-    def _follow(self, task: Task[Any, Any], mode: Mode) -> Promise[Any]:
+    def _follow(self, task: TaskLike[Any], mode: Mode) -> Promise[Any]:
         app = self.app
         through = _PassThrough(mode, self._task) if mode != "then" else None
 
@@ -406,7 +463,7 @@ class LocalPromise(Promise[R]):
     """A promise whose outcome is computed in this process (callbacks, combinators)."""
 
     def __init__(
-        self, app: App | None, future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+        self, app: Host | None, future: asyncio.Future[Any] | concurrent.futures.Future[Any]
     ) -> None:
         self._app = app
         self._future = future
@@ -462,7 +519,7 @@ class CombinedPromise(Promise[Any]):
             _peek_future(self, self._started)
         return self._outcome
 
-    def _follow(self, task: Task[Any, Any], mode: Mode) -> Promise[Any]:
+    def _follow(self, task: TaskLike[Any], mode: Mode) -> Promise[Any]:
         members: list[MessagePromise[Any]] = []
         for index, p in enumerate(self._inputs):
             if not isinstance(p, MessagePromise) or not p._kept:
@@ -482,7 +539,7 @@ class CombinedPromise(Promise[Any]):
             ids = [await m._confirm() for m in members]
             join = task.follow_up(None, None)
             join = msgspec.structs.replace(
-                join, id=new_id(), task=JOIN_TASK, join=_join_spec(ids, join_mode)
+                join, id=new_id(), task=JOIN_TASK, join=JoinSpec(ids, join_mode)
             )
             if through is not None:
                 through.parent_id = join.id
@@ -500,12 +557,6 @@ def _peek_future(
     if future.done() and not future.cancelled():
         error = future.exception()
         promise._remember(error is None, future.result() if error is None else error)
-
-
-def _join_spec(ids: list[str], mode: JoinMode) -> Any:
-    from pigeon.message import JoinSpec
-
-    return JoinSpec(ids, mode)
 
 
 def outcome_error(result: Result) -> Exception:
@@ -527,9 +578,7 @@ def _replay(outcome: tuple[bool, Any]) -> Any:
 
 
 def _is_task(handler: Any) -> bool:
-    from pigeon.task import BoundTask, Task
-
-    return isinstance(handler, Task | BoundTask)
+    return isinstance(handler, TaskLike)
 
 
 async def _adopt(value: Any) -> Any:
@@ -556,8 +605,6 @@ def _run_detached(coro: Awaitable[T], timeout: float | None) -> T:
     try:
         return asyncio.run(bounded())
     except TimeoutError:
-        from pigeon.errors import Timeout
-
         raise Timeout(f"no outcome within {timeout} s") from None
 
 
@@ -664,155 +711,3 @@ _COMBINE: dict[str, Callable[[list[Any]], Awaitable[Any]]] = {
     "race": _race,
     "all_settled": _all_settled,
 }
-
-
-class ResultWatcher:
-    """Waits for the outcomes of many messages with one backend ``wait`` at a time.
-
-    Every promise being awaited registers its id here; one loop asks the backend for all of
-    them at once and resolves each as its outcome arrives. A transient backend error is
-    logged and retried with backoff: a wait never fails silently and never hangs unbounded
-    (callers bound it with ``result(timeout)`` or ``asyncio.timeout``).
-    """
-
-    def __init__(self, backend: Callable[[], Awaitable[Backend]]) -> None:
-        self._backend = backend
-        # id -> one future per awaiter (its own: a cancelled awaiter cancels nothing else)
-        self._waiters: dict[str, list[asyncio.Future[Result]]] = {}
-        self._runner: asyncio.Task[None] | None = None
-        self._waiting: asyncio.Task[None] | None = None  # the backend wait in flight
-
-    async def get(self, mid: str) -> Result:
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        awaiters = self._waiters.get(mid)
-        if awaiters is None:
-            self._waiters[mid] = [future]
-            if self._runner is None:
-                self._runner = asyncio.get_running_loop().create_task(self._run())
-            elif self._waiting is not None:
-                self._waiting.cancel()  # a new id to wait for: the runner starts over with it
-        else:
-            awaiters.append(future)
-        try:
-            return await future
-        finally:
-            awaiters = self._waiters.get(mid)
-            if awaiters is not None and future in awaiters:
-                awaiters.remove(future)
-                if not awaiters:
-                    del self._waiters[mid]
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            try:
-                await self._runner
-            except asyncio.CancelledError:
-                pass
-
-    def _resolve(self, found: dict[str, Result]) -> None:
-        for mid, result in found.items():
-            for future in self._waiters.pop(mid, ()):
-                if not future.done():
-                    future.set_result(result)
-
-    async def _wait(self, backend: Backend, ids: list[str]) -> None:
-        # The awaiters are resolved here, as the wait returns: they wake one event-loop
-        # iteration after the outcome arrives, not after the runner has noticed it too.
-        self._resolve(await backend.wait(ids, 5.0))
-
-    async def _run(self) -> None:
-        backoff = 0.05
-        try:
-            while self._waiters:
-                try:
-                    backend = await self._backend()
-                    # The ids are taken and the wait started in one step: an id that comes
-                    # later cancels this wait (get), and the next one includes it.
-                    waiting = self._waiting = asyncio.ensure_future(
-                        self._wait(backend, list(self._waiters))
-                    )
-                    try:
-                        await waiting
-                    except asyncio.CancelledError:
-                        if waiting.cancelled() and not cancelling():
-                            continue  # cancelled by get() for a new id, not us by close()
-                        raise
-                    finally:
-                        self._waiting = None
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("waiting for outcomes failed, retrying in %.2fs: %s", backoff, exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
-                backoff = 0.05
-        finally:
-            self._runner = None
-
-
-class ProgressWatcher:
-    """Follows the progress of many messages with one ``progress`` call per tick.
-
-    Every ``EVERY`` seconds it asks the backend for the latest reports (and outcomes) of the
-    messages followed, hands each new report to its promises, and stops following a message
-    once its outcome is stored (after delivering the last report), or, for a message whose
-    outcome is not kept (``result_ttl=0``), once the backend no longer holds it.
-    """
-
-    EVERY = 0.2
-
-    def __init__(self, backend: Callable[[], Awaitable[Backend]]) -> None:
-        self._backend = backend
-        self._followed: dict[str, tuple[list[MessagePromise[Any]], list[Progress | None]]] = {}
-        self._runner: asyncio.Task[None] | None = None
-
-    async def follow(self, mid: str, promise: MessagePromise[Any]) -> None:
-        entry = self._followed.setdefault(mid, ([], [None]))
-        entry[0].append(promise)
-        if self._runner is None:
-            self._runner = asyncio.get_running_loop().create_task(self._run())
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            try:
-                await self._runner
-            except asyncio.CancelledError:
-                pass
-
-    async def _run(self) -> None:
-        try:
-            while self._followed:
-                ids = list(self._followed)
-                try:
-                    backend = await self._backend()
-                    # Outcomes first: the reports read after them include every report
-                    # made before the outcome was stored.
-                    settled = await backend.results(ids)
-                    gone = set()  # no outcome kept: followed while the backend holds them
-                    for mid in ids:
-                        kept = any(p._kept for p in self._followed[mid][0])
-                        if not kept and mid not in settled and await backend.inspect(mid) is None:
-                            gone.add(mid)
-                    reports = await backend.progress(ids)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("following progress failed, retrying: %s", exc)
-                    await asyncio.sleep(1.0)
-                    continue
-                for mid in ids:
-                    promises, last = self._followed[mid]
-                    report = reports.get(mid)
-                    if report is not None and report != last[0]:
-                        last[0] = report
-                        for promise in promises:
-                            await promise._on_progress(report)
-                    if mid in settled or mid in gone:
-                        del self._followed[mid]
-                if self._followed:
-                    await asyncio.sleep(self.EVERY)
-        finally:
-            self._runner = None

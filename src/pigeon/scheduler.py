@@ -39,23 +39,17 @@ import logging
 import math
 import time
 import zoneinfo
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar, overload
+from typing import Any, TypedDict
 
 import msgspec
 
+from pigeon.backends.base import Backend
 from pigeon.context import TICK_HEADER
 from pigeon.errors import ConfigError
 from pigeon.message import Message
-
-if TYPE_CHECKING:
-    from pigeon.app import App
-    from pigeon.backends.base import Backend
-    from pigeon.task import Task
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from pigeon.task import Task
 
 log = logging.getLogger("pigeon.scheduler")
 
@@ -215,14 +209,17 @@ def lock_name(schedules: Sequence[Schedule]) -> str:
 
 
 class Scheduler:
-    """Sends the ticks of ``app``'s schedules while ``owner`` (a worker id) leads.
+    """Sends the ticks of ``schedules`` while ``owner`` (a worker id) leads.
 
+    ``enqueue`` stores a batch of tick messages and returns the ids that stand for them (the
+    App's ``enqueue``: signed, with events); ``backend`` holds the lock and tells the time.
     Runs inside a worker (``run``), owned by the worker's TaskGroup, until the worker stops.
     """
 
     def __init__(
         self,
-        app: App,
+        schedules: Sequence[Schedule],
+        enqueue: Callable[[Sequence[Message]], Awaitable[list[str]]],
         backend: Backend,
         owner: str,
         *,
@@ -232,10 +229,10 @@ class Scheduler:
     ) -> None:
         if not renew < ttl:
             raise ValueError(f"the lock must be renewed ({renew}s) within its ttl ({ttl}s)")
-        self.app = app
+        self.enqueue = enqueue
         self.backend = backend
         self.owner = owner
-        self.schedules = list(app.schedules.values())
+        self.schedules = list(schedules)
         self.lock = lock_name(self.schedules)
         self.ttl = ttl
         self.renew = renew
@@ -306,7 +303,7 @@ class Scheduler:
             messages.extend(s.message(t) for t in s.timing.ticks(since, now))
         for i in range(0, len(messages), BATCH):
             batch = messages[i : i + BATCH]
-            ids = await self.app.enqueue(batch)
+            ids = await self.enqueue(batch)
             fresh = sum(mid == m.id for mid, m in zip(ids, batch, strict=True))
             self.sent += fresh
             if fresh:
@@ -330,32 +327,18 @@ class Scheduler:
             log.info("worker %s handed over the scheduler", self.owner)
 
 
-class PeriodicDecorator:
-    """What ``app.periodic(...)`` returns: registers the function as a task and a schedule."""
-
-    def __init__(self, app: App, timing: Timing, options: PeriodicOptions) -> None:
-        self.app = app
-        self.timing = timing
-        self.options = options
-
-    @overload
-    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> Task[P, R]: ...
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Task[P, R]: ...
-    def __call__(self, fn: Callable[..., Any]) -> Task[Any, Any]:
-        required = [
-            p.name
-            for p in inspect.signature(fn).parameters.values()
-            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
-        if required:
-            raise ConfigError(
-                f"periodic task {fn.__qualname__}: its ticks are sent with no arguments, so"
-                f" give {', '.join(required)} a default"
-            )
-        task = self.app._register(fn, dict(self.options))
-        self.app.schedules[task.name] = Schedule(task, self.timing)
-        return task
+def check_periodic(fn: Callable[..., Any]) -> None:
+    """Raise ConfigError unless ``fn`` can be called with no arguments, as its ticks are."""
+    required = [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        raise ConfigError(
+            f"periodic task {fn.__qualname__}: its ticks are sent with no arguments, so"
+            f" give {', '.join(required)} a default"
+        )
 
 
 def _seconds(value: timedelta | float) -> float:

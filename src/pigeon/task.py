@@ -6,7 +6,7 @@ import inspect
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
@@ -14,13 +14,25 @@ from pigeon.codec import Call, TaskCodec
 from pigeon.errors import ConfigError, EncodeError
 from pigeon.limits import TaskLimits
 from pigeon.message import EMPTY_ARGS, Message, Mode, new_id, new_ids
-
-if TYPE_CHECKING:
-    from pigeon.app import App
-    from pigeon.promise import Promise
+from pigeon.promise import Host, MessagePromise, Promise, TaskLike
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+
+
+class App(Host, Protocol):
+    """What a task needs of the App it is registered with (``pigeon.App`` is one): the
+    payload limit, and the send path its calls go through. A protocol, so that this module
+    sits below ``pigeon.app`` in the import graph."""
+
+    max_payload: int
+
+    def send_message(self, message: Message, task: TaskLike[Any] | None) -> MessagePromise[Any]: ...
+    def send_messages(
+        self, messages: list[Message], task: TaskLike[T] | None, *, promises: bool = True
+    ) -> list[Promise[T]]: ...
+
 
 _UNSET: Any = object()
 
@@ -312,6 +324,23 @@ class BoundTask(Generic[P, R]):
     def __init__(self, task: Task[P, R], options: TaskOptions) -> None:
         self.task = task
         self.opts = options
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    @property
+    def app(self) -> App:
+        return self.task.app
+
+    @property
+    def codec(self) -> TaskCodec:
+        return self.task.codec
+
+    def follow_up(self, after: str | None, mode: Mode | None) -> Message:
+        """A message of the task, with these options, that runs with message ``after``'s
+        outcome (``promise.then(task.options(...))``)."""
+        return self.task.follow_up(after, mode, self.opts)
 
     def send(self, *args: P.args, **kwargs: P.kwargs) -> Promise[R]:
         """Send a message to run the task on a worker; returns its Promise at once."""

@@ -21,6 +21,11 @@ from .conftest import StartWorker
 from .support import eventually
 
 
+def scheduler_of(app: pigeon.App, backend: Backend, owner: str, **timing: float) -> Scheduler:
+    """The scheduler of ``app``'s schedules, as a worker makes it."""
+    return Scheduler(list(app.schedules.values()), app.enqueue, backend, owner, **timing)
+
+
 def epoch(*args: int) -> float:
     return datetime(*args, tzinfo=UTC).timestamp()
 
@@ -167,8 +172,8 @@ async def test_only_the_lock_holder_sends_and_it_catches_up_its_window_on_taking
 ) -> None:
     every_second(app)
     backend = await app.open()
-    a = Scheduler(app, backend, "a", ttl=0.2, renew=0.1, retry=0.05)
-    b = Scheduler(app, backend, "b", ttl=0.2, renew=0.1, retry=0.05)
+    a = scheduler_of(app, backend, "a", ttl=0.2, renew=0.1, retry=0.05)
+    b = scheduler_of(app, backend, "b", ttl=0.2, renew=0.1, retry=0.05)
 
     assert await a.step() <= 0.1
     assert await b.step() == b.retry
@@ -197,7 +202,7 @@ async def test_a_leader_sends_each_tick_once_however_often_it_runs(
 ) -> None:
     every_second(app)
     backend = await app.open()
-    leader = Scheduler(app, backend, "a")
+    leader = scheduler_of(app, backend, "a")
     for step in range(30):
         clock.now = 1000.5 + step * 0.25
         await leader.step()
@@ -209,8 +214,8 @@ async def test_a_leader_sends_each_tick_once_however_often_it_runs(
 async def test_two_leaders_at_once_still_send_each_tick_once(app: pigeon.App, clock: Clock) -> None:
     every_second(app)
     backend = await app.open()
-    a = Scheduler(app, backend, "a")
-    b = Scheduler(app, backend, "b")
+    a = scheduler_of(app, backend, "a")
+    b = scheduler_of(app, backend, "b")
     assert await backend.lock(a.lock, "a", 30)
     await a.step()
     # b believes it leads too (a leader that stalled past its lock's expiry): keys dedup.
@@ -227,7 +232,7 @@ async def test_ticks_older_than_the_catch_up_window_are_skipped(
 ) -> None:
     every_second(app, catch_up=3)
     backend = await app.open()
-    leader = Scheduler(app, backend, "a")
+    leader = scheduler_of(app, backend, "a")
     await leader.step()
     clock.now = 1100.2  # no worker ran for 100 s
 
@@ -239,7 +244,7 @@ async def test_ticks_older_than_the_catch_up_window_are_skipped(
 async def test_a_stopping_scheduler_hands_the_lock_over_at_once(app: pigeon.App) -> None:
     every_second(app)
     backend = await app.open()
-    scheduler = Scheduler(app, backend, "a")
+    scheduler = scheduler_of(app, backend, "a")
     stopping = asyncio.Event()
     running = asyncio.create_task(scheduler.run(stopping))
     await eventually(lambda: scheduler.leading)
@@ -256,7 +261,7 @@ async def test_a_backend_error_is_logged_and_the_round_is_tried_again(
 ) -> None:
     every_second(app)
     backend = await app.open()
-    scheduler = Scheduler(app, backend, "a")
+    scheduler = scheduler_of(app, backend, "a")
 
     async def broken(*args: object) -> bool:
         raise pigeon.BackendError("connection lost")

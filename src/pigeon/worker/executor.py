@@ -14,15 +14,14 @@ import random
 import traceback
 from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from pigeon import codec
 from pigeon.context import Cancellation, Current, _current
 from pigeon.errors import EncodeError
-from pigeon.message import Delivery, Failure, Message, Outcome, Progress, Result
-from pigeon.promise import JOIN_TASK
+from pigeon.message import JOIN_TASK, Delivery, Failure, Message, Outcome, Progress, Result
 from pigeon.signing import Signer
 from pigeon.task import Task
 from pigeon.worker.limits import Deferred, Gate
@@ -30,6 +29,15 @@ from pigeon.worker.limits import Deferred, Gate
 log = logging.getLogger("pigeon.worker")
 
 _failure_encoder = msgspec.json.Encoder()
+
+
+class _Call(NamedTuple):
+    """What a delivery's task is called with, and for a ``finally`` follow-up the parent's
+    outcome, which it settles with instead of its own result."""
+
+    args: list[Any]
+    kwargs: dict[str, Any]
+    passthrough: Outcome | None
 
 
 class Executor:
@@ -68,7 +76,40 @@ class Executor:
         ``cancellation``, when given, is how the worker tells a running task that its
         message was cancelled: once it is requested, the task is not started, or an async
         one gets CancelledError, and the outcome is ``cancelled`` however the task ends.
+
+        The steps, each of which may settle the delivery at once: decode the message,
+        check its signature and size, run a join, find the task, build the call (a
+        follow-up's from its parent's outcome), decode the arguments, pass the limits, run.
         """
+        m = self._decode(d)
+        if isinstance(m, Outcome):
+            return m
+        if m.join is not None and m.task == JOIN_TASK:
+            return await self._join(d, m)
+        task = self.tasks.get(m.task)
+        if task is None:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            return _dead(
+                d,
+                "TaskNotFound",
+                f"no task named {m.task!r} is registered in this worker's app (known: {known})",
+                ttl=m.result_ttl,
+            )
+        call = await self._arguments(d, m, task)
+        if isinstance(call, Outcome):
+            return call
+        current = Current(
+            m.id, m.task, m.queue, d.attempt, d.failures, m.headers, reporter=self.reporter
+        )
+        if cancellation is not None:
+            if cancellation.requested:
+                return _cancelled(d, m, "cancelled before it ran")
+            cancellation.current = current
+        return await self._admit(d, m, task, call, current, cancellation)
+
+    def _decode(self, d: Delivery) -> Message | Outcome:
+        """The delivery's message, or the dead outcome of one that may not run: undecodable,
+        unsigned or badly signed, or over the payload limit."""
         try:
             m = codec.decode_message(d.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -87,58 +128,69 @@ class Executor:
                     f" {self.max_payload:,} bytes (App(max_payload=...))",
                     ttl=m.result_ttl,
                 )
-        if m.join is not None and m.task == JOIN_TASK:
-            return await self._join(d, m)
-        task = self.tasks.get(m.task)
-        if task is None:
-            known = ", ".join(sorted(self.tasks)) or "none"
-            return _dead(
-                d,
-                "TaskNotFound",
-                f"no task named {m.task!r} is registered in this worker's app (known: {known})",
-                ttl=m.result_ttl,
-            )
+        return m
+
+    async def _arguments(self, d: Delivery, m: Message, task: Task[Any, Any]) -> _Call | Outcome:
+        """The decoded arguments to call ``task`` with, or the outcome that settles the
+        delivery without a call (a follow-up whose parent's outcome passes through, invalid
+        arguments)."""
         passthrough: Outcome | None = None
         if m.after is not None:
-            parent = (await self._results([m.after])).get(m.after)
-            if parent is None:
-                return _dead(
-                    d,
-                    "ParentMissing",
-                    f"the outcome of {m.after}, which this follow-up runs after, is gone"
-                    " (expired or purged)",
-                    ttl=m.result_ttl,
-                )
-            fulfilled = parent.state == "succeeded"
-            error = parent.error or Failure(
-                parent.state, "the message did not succeed", id=parent.id
-            )
-            parent_outcome = _carry(d, m, parent)
-            if m.mode == "then":
-                if not fulfilled:
-                    return parent_outcome
-                raw_kwargs = task.codec.follow_up_kwargs(_raw(parent.value))
-            elif m.mode == "catch":
-                if fulfilled:
-                    return parent_outcome
-                raw_kwargs = task.codec.follow_up_kwargs(_failure_encoder.encode(error))
-            else:
-                raw_kwargs = b"{}"
-                passthrough = parent_outcome
-            raw_args = b"[]"
+            made = await self._follow_up(d, m, task)
+            if isinstance(made, Outcome):
+                return made
+            raw_args, raw_kwargs, passthrough = made
         else:
             raw_args, raw_kwargs = bytes(m.args), bytes(m.kwargs)
         try:
             args, kwargs = task.codec.decode_args(raw_args, raw_kwargs)
         except EncodeError as exc:
             return _dead(d, "InvalidArguments", str(exc), ttl=m.result_ttl)
-        current = Current(
-            m.id, m.task, m.queue, d.attempt, d.failures, m.headers, reporter=self.reporter
-        )
-        if cancellation is not None:
-            if cancellation.requested:
-                return _cancelled(d, m, "cancelled before it ran")
-            cancellation.current = current
+        return _Call(args, kwargs, passthrough)
+
+    async def _follow_up(
+        self, d: Delivery, m: Message, task: Task[Any, Any]
+    ) -> tuple[bytes, bytes, Outcome | None] | Outcome:
+        """A follow-up's raw arguments from its parent's outcome (with the outcome to settle
+        with instead of the result, for ``finally``), or the parent's outcome itself when it
+        passes through (a rejection skips ``then``, a success skips ``catch``)."""
+        assert m.after is not None
+        parent = (await self._results([m.after])).get(m.after)
+        if parent is None:
+            return _dead(
+                d,
+                "ParentMissing",
+                f"the outcome of {m.after}, which this follow-up runs after, is gone"
+                " (expired or purged)",
+                ttl=m.result_ttl,
+            )
+        fulfilled = parent.state == "succeeded"
+        parent_outcome = _carry(d, m, parent)
+        if m.mode == "then":
+            if not fulfilled:
+                return parent_outcome
+            return b"[]", task.codec.follow_up_kwargs(_raw(parent.value)), None
+        if m.mode == "catch":
+            if fulfilled:
+                return parent_outcome
+            error = parent.error or Failure(
+                parent.state, "the message did not succeed", id=parent.id
+            )
+            return b"[]", task.codec.follow_up_kwargs(_failure_encoder.encode(error)), None
+        return b"[]", b"{}", parent_outcome
+
+    async def _admit(
+        self,
+        d: Delivery,
+        m: Message,
+        task: Task[Any, Any],
+        call: _Call,
+        current: Current,
+        cancellation: Cancellation | None,
+    ) -> Outcome:
+        """Run the call once the task's rate and concurrency limits admit it (at once for a
+        task without limits); raises ``Deferred`` when they say not yet."""
+        args, kwargs, passthrough = call
         limits = task.limits
         if limits is None or self.gate is None:
             return await self._execute(d, m, task, args, kwargs, current, cancellation, passthrough)

@@ -166,7 +166,9 @@ class Worker:
                 beat = group.create_task(self._heartbeat())
                 if self.scheduler and self.app.schedules:
                     # Stops by itself (and hands the leader lock over) once we stop fetching.
-                    scheduler = Scheduler(self.app, backend, self.id)
+                    scheduler = Scheduler(
+                        list(self.app.schedules.values()), self.app.enqueue, backend, self.id
+                    )
                     group.create_task(scheduler.run(self._stopping))
                 await self._fetch_loop()
                 await self._drain()

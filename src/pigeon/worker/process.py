@@ -19,10 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from pigeon.app import App
+from pigeon.app import App
+from pigeon.worker.loop import Worker
 
 log = logging.getLogger("pigeon.worker")
 
@@ -92,8 +91,6 @@ def run_worker(
     Call from the main thread. ``signals`` are the handlers installed when the command
     started (installed here if not given). ``scheduler``: run the App's periodic tasks.
     """
-    from pigeon.worker.loop import Worker
-
     if signals is None:
         signals = StopSignals()
         signals.install()
