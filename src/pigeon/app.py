@@ -24,7 +24,7 @@ from pigeon.promise import MessagePromise, Promise, TaskLike
 from pigeon.scheduler import PeriodicOptions, Schedule, Timing, check_periodic
 from pigeon.sending import SEND_CHUNK, Sender, Transaction
 from pigeon.signing import Signer
-from pigeon.task import Task, TaskOptions
+from pigeon.task import Task, TaskOptions, storable
 from pigeon.watchers import ProgressWatcher, ResultWatcher
 
 P = ParamSpec("P")
@@ -160,9 +160,11 @@ class App:
 
     def _register(self, fn: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:
         name = options.pop("name", None) or f"{fn.__module__}.{fn.__qualname__}"
-        if not isinstance(name, str) or "\x00" in name:
-            # every backend must be able to store it: PostgreSQL text cannot hold NUL
-            raise ConfigError(f"task name {name!r}: must be a string without NUL characters")
+        if not storable(name):
+            raise ConfigError(
+                f"task name {name!r}: must be a string without NUL characters or lone"
+                " surrogates, which a backend cannot store; pass name=..."
+            )
         limits = TaskLimits.from_options(name, options)
         if options.get("queue") is None:
             options["queue"] = self.queue

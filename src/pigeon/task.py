@@ -72,10 +72,16 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     def check(self, name: str) -> None:
         """Raise ConfigError naming the option when a value cannot work."""
-        if not self.queue or not isinstance(self.queue, str) or "\x00" in self.queue:
-            raise ConfigError(f"task {name!r}: queue must be a non-empty string without NUL")
-        if self.key is not None and (not isinstance(self.key, str) or "\x00" in self.key):
-            raise ConfigError(f"task {name!r}: key must be a string without NUL")
+        if not self.queue or not storable(self.queue):
+            raise ConfigError(
+                f"task {name!r}: queue must be a non-empty string without NUL or lone"
+                f" surrogates, not {self.queue!r}"
+            )
+        if self.key is not None and not storable(self.key):
+            raise ConfigError(
+                f"task {name!r}: key must be a string without NUL or lone surrogates,"
+                f" not {self.key!r}"
+            )
         if self.retries < 0:
             raise ConfigError(f"task {name!r}: retries must be >= 0, not {self.retries}")
         if self.timeout is not None and self.timeout <= 0:
@@ -90,6 +96,19 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"task {name!r}: max_deliveries must be >= 1")
         if self.delay < 0:
             raise ConfigError(f"task {name!r}: delay must be >= 0 seconds, not {self.delay}")
+
+
+def storable(text: object) -> bool:
+    """Whether every backend can store ``text`` as a name: a string that encodes as UTF-8
+    (no lone surrogate, which neither SQLite, PostgreSQL nor JSON can hold) and has no NUL
+    (PostgreSQL text cannot hold one: it would fail the whole batch it was sent in)."""
+    if not isinstance(text, str) or "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _epoch(value: datetime) -> float:

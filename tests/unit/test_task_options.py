@@ -19,6 +19,8 @@ def _noop() -> None:
     ("options", "message"),
     [
         ({"name": "bad\x00name"}, "without NUL"),
+        ({"name": "half \ud800 a pair"}, "lone surrogates"),
+        ({"queue": "q\udfff"}, "queue must be a non-empty string without NUL or lone"),
         ({"queue": ""}, "queue must be a non-empty string"),
         ({"queue": "q\x00"}, "queue must be a non-empty string without NUL"),
         ({"retries": -1}, "retries must be >= 0"),
@@ -40,6 +42,7 @@ def test_a_bad_option_is_refused_at_registration(options: dict[str, Any], messag
     ("options", "message"),
     [
         ({"key": "k\x00"}, "key must be a string without NUL"),
+        ({"key": "k\ud800"}, "key must be a string without NUL or lone surrogates"),
         ({"queue": "q\x00"}, "without NUL"),
         ({"delay": -1}, "delay must be >= 0"),
     ],
