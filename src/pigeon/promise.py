@@ -17,15 +17,15 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Collection, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Any, Generic, Literal, Protocol, TypeVar, overload, runtime_checkable
 
 import msgspec
 
 from pigeon.backends.base import Backend
 from pigeon.codec import TaskCodec
+from pigeon.combinators import COMBINE
 from pigeon.errors import (
-    AggregateError,
     Cancelled,
     PigeonError,
     ResultNotKept,
@@ -504,7 +504,7 @@ class CombinedPromise(Promise[Any]):
         if self._outcome is not None:
             return _replay(self._outcome)
         if self._started is None:
-            self._started = asyncio.ensure_future(_COMBINE[self._mode](self._inputs))
+            self._started = asyncio.ensure_future(COMBINE[self._mode](_futures(self._inputs)))
         assert isinstance(self._started, asyncio.Future)
         try:
             value = await asyncio.shield(self._started)
@@ -630,84 +630,3 @@ def _futures(inputs: list[Any]) -> list[asyncio.Future[Any]]:
             f.set_result(item)
         out.append(f)
     return out
-
-
-async def _settled_in_order(
-    futures: list[asyncio.Future[Any]],
-) -> Any:
-    """Yield (index, future) as they settle; already-settled inputs in input order first."""
-    order = {id(f): i for i, f in enumerate(futures)}
-    first = [(i, f) for i, f in enumerate(futures) if f.done()]
-    for pair in first:
-        yield pair
-    pending = {f for f in futures if not f.done()}
-    while pending:
-        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for f in sorted(done, key=lambda f: order[id(f)]):
-            yield order[id(f)], f
-
-
-def _cancel_rest(futures: Collection[asyncio.Future[Any]]) -> None:
-    for f in futures:
-        if not f.done():
-            f.cancel()
-        elif not f.cancelled():
-            f.exception()  # retrieved: a rejection nobody waits for is not an error
-
-
-async def _all(inputs: list[Any]) -> list[Any]:
-    futures = _futures(inputs)
-    try:
-        async for _, f in _settled_in_order(futures):
-            error = f.exception()
-            if error is not None:
-                raise error
-        return [f.result() for f in futures]
-    finally:
-        _cancel_rest(futures)
-
-
-async def _any(inputs: list[Any]) -> Any:
-    futures = _futures(inputs)
-    try:
-        async for _, f in _settled_in_order(futures):
-            if f.exception() is None:
-                return f.result()
-        raise AggregateError([f.exception() for f in futures])  # type: ignore[misc]
-    finally:
-        _cancel_rest(futures)
-
-
-async def _race(inputs: list[Any]) -> Any:
-    futures = _futures(inputs)
-    if not futures:
-        await asyncio.get_running_loop().create_future()  # JavaScript: race([]) never settles
-    try:
-        async for _, f in _settled_in_order(futures):
-            return f.result()
-    finally:
-        _cancel_rest(futures)
-    raise AssertionError("unreachable")
-
-
-async def _all_settled(inputs: list[Any]) -> list[Settled]:
-    futures = _futures(inputs)
-    try:
-        async for _ in _settled_in_order(futures):
-            pass
-    finally:
-        _cancel_rest(futures)
-    return [
-        Settled("fulfilled", value=f.result())
-        if f.exception() is None
-        else Settled("rejected", reason=f.exception())
-        for f in futures
-    ]
-
-
-_COMBINE: dict[str, Callable[[list[Any]], Awaitable[Any]]] = {
-    "all": _all,
-    "any": _any,
-    "race": _race,
-    "all_settled": _all_settled,
-}
