@@ -149,13 +149,16 @@ import asyncio
 import operator
 import time
 from collections.abc import Collection, Sequence
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
 
 from pigeon.message import (
     DeadLetter,
     Delivery,
     Event,
+    Failure,
     Lease,
     Message,
     MessageInfo,
@@ -278,6 +281,34 @@ def redact(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+#: The states a message settles in for good (an outcome is stored).
+FinalState = Literal["succeeded", "failed", "cancelled", "dead"]
+
+
+class Done(NamedTuple):
+    """A message leaving a backend's store for good, and the outcome to store for it.
+
+    Made by whatever took the message (a settle, a cancel, a lapsed lease past
+    ``max_deliveries``, an expired message) and stored by the backend in the same step.
+    """
+
+    id: str
+    queue: str
+    task: str
+    #: The encoded message, as stored (kept in its dead letter when ``state`` is ``dead``).
+    body: bytes
+    state: FinalState
+    value: msgspec.Raw | None
+    error: Failure | None
+    #: Seconds to keep the outcome (0: not kept, unless something waits on it).
+    result_ttl: float
+
+
+def dead_reason(error: Failure | None) -> str:
+    """The reason a dead letter gives for ``error`` (what ``pigeon dlq`` shows)."""
+    return f"{error.type}: {error.message}" if error is not None else "dead"
 
 
 def join_fired(mode: str, total: int, settled: int, succeeded: int) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from pigeon import codec
-from pigeon.backends.base import DEAD_LETTER_TTL, EVENTS_KEPT, join_fired, redact
+from pigeon.backends.base import DEAD_LETTER_TTL, EVENTS_KEPT, dead_reason, join_fired, redact
 from pigeon.message import (
     FINAL_STATES,
     DeadLetter,
@@ -319,7 +319,7 @@ class MemoryBackend:
         if ttl <= 0 and (followers or joins):
             ttl = _KEEP_FOR_DEPENDENTS
         if state == "dead":
-            reason = f"{error.type}: {error.message}" if error else "dead"
+            reason = dead_reason(error)
             letter = DeadLetter(mid, rec.message.queue, rec.message.task, reason, now, rec.body)
             self._dead[mid] = (letter, now + DEAD_LETTER_TTL)
         if mid in self._results or ttl <= 0:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncpg
 
 from pigeon.backends.postgres import PostgresBackend
+from tests.backends.postgres.conftest import server_dsn
 from tests.conformance.messages import make_message
-from tests.postgres.conftest import server_dsn
 
 
 async def committed_durably(conn: asyncpg.Connection, sql: str, *args: object) -> bool:

@@ -49,19 +49,16 @@ async def test_the_migrations_are_numbered_from_one_without_gaps() -> None:
     assert latest_version() >= 2, "an upgrade needs a second version to upgrade to"
 
 
-async def test_upgrade_from_the_first_schema_version_keeps_the_data_and_every_operation_works(
+async def write_version_1_data(
     pg_url: str,
+    pending: Message,
+    parent: Message,
+    follower: Message,
+    settled: Message,
+    died: Message,
 ) -> None:
-    old = PostgresBackend(pg_url)
-    assert await old.migrate(target=1) == ["0001_initial"]
-    assert await versions(pg_url) == [1]
-
-    # Data written at version 1, as that schema stores it.
-    pending = Message(new_id(), "t", "q", args=msgspec.Raw(b"[1]"))
-    parent = Message(new_id(), "t", "q")
-    follower = Message(new_id(), "t", "q", after=parent.id, mode="then")
-    settled = Message(new_id(), "t", "q")
-    died = Message(new_id(), "t", "q")
+    """Store, as schema version 1 does, a pending keyed message, a leased parent with its
+    waiting follower, an outcome and a dead letter."""
     conn = await asyncpg.connect(server_dsn(pg_url))
     schema = f'"{schema_of(pg_url)}"'
     try:
@@ -107,6 +104,22 @@ async def test_upgrade_from_the_first_schema_version_keeps_the_data_and_every_op
         )
     finally:
         await conn.close()
+
+
+async def test_upgrade_from_the_first_schema_version_keeps_the_data_and_every_operation_works(
+    pg_url: str,
+) -> None:
+    old = PostgresBackend(pg_url)
+    assert await old.migrate(target=1) == ["0001_initial"]
+    assert await versions(pg_url) == [1]
+
+    # Data written at version 1, as that schema stores it.
+    pending = Message(new_id(), "t", "q", args=msgspec.Raw(b"[1]"))
+    parent = Message(new_id(), "t", "q")
+    follower = Message(new_id(), "t", "q", after=parent.id, mode="then")
+    settled = Message(new_id(), "t", "q")
+    died = Message(new_id(), "t", "q")
+    await write_version_1_data(pg_url, pending, parent, follower, settled, died)
 
     # A pigeon that may not migrate refuses to run on the old schema, saying what to do.
     refusing = PostgresBackend(without_migrating(pg_url))

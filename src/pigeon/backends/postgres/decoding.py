@@ -1,0 +1,128 @@
+"""What the PostgreSQL backend makes of the rows its statements return: deliveries,
+MessageInfo, Stats, and decoded progress reports and events.
+
+Pure functions of the rows, run once the connection is back in the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+
+from pigeon.backends.postgres.listener import stored_result
+from pigeon.message import Delivery, Event, MessageInfo, Progress, QueueStats, Stats, WorkerInfo
+
+log = logging.getLogger("pigeon.backends.postgres")
+
+_worker_decoder = msgspec.json.Decoder(WorkerInfo)
+_progress_decoder = msgspec.json.Decoder(Progress)
+_event_decoder = msgspec.json.Decoder(Event)
+
+
+def split(rows: list[Any]) -> tuple[list[Any], Any]:
+    """The rows of a lease statement: the leased ones, and the one of flags (id NULL)."""
+    leased = [r for r in rows if r["id"] is not None]
+    flags = next(r for r in rows if r["id"] is None)
+    return leased, flags
+
+
+def deliveries(leased: list[Any]) -> list[Delivery]:
+    """The leased rows as deliveries: in the order of the queues asked for, then highest
+    priority, earliest due time, id."""
+    leased.sort(key=lambda r: (r["ord"], -r["priority"], r["due"], r["id"]))
+    return [Delivery(r["id"], r["attempt"], r["failures"], r["body"], r["lease"]) for r in leased]
+
+
+def message_info(id: str, r: Any) -> MessageInfo | None:
+    """What the ``inspect`` row ``r`` says of ``id`` (None: nothing)."""
+    result = None
+    if r["result"] is not None:
+        result = stored_result(r["result"], r["settled_at"])
+    if r["state"] is not None:
+        state = r["state"]
+        if state == "pending" and r["later"]:
+            state = "scheduled"
+        return MessageInfo(
+            id,
+            state,
+            queue=r["queue"],
+            task=r["task"],
+            attempt=r["attempt"],
+            failures=r["failures"],
+            run_at=r["due"],
+            lease_until=r["lease_until"] if state == "leased" else None,
+            worker=r["worker"],
+            result=result,
+            body=r["body"],
+            cancel_requested=r["cancel_requested"],
+        )
+    if r["dead_queue"] is not None:
+        return MessageInfo(
+            id,
+            "dead",
+            queue=r["dead_queue"],
+            task=r["dead_task"],
+            result=result,
+            reason=r["reason"],
+            body=r["dead_body"],
+        )
+    if result is not None:
+        return MessageInfo(id, result.state, result=result)
+    return None
+
+
+def stats(rows: list[Any]) -> Stats:
+    """The counts of the ``stats`` rows: by queue and state, outcomes, dead letters, and the
+    live workers (by id)."""
+    queues: dict[str, QueueStats] = {}
+    results = dead = 0
+    workers: list[WorkerInfo] = []
+    for kind, name, state, later, n, info, last_seen in rows:
+        if kind == "messages":
+            qs = queues.setdefault(name, QueueStats())
+            if state == "waiting":
+                qs.waiting += n
+            elif state == "leased":
+                qs.leased += n
+            elif later:
+                qs.scheduled += n
+            else:
+                qs.pending += n
+        elif kind == "dead":
+            queues.setdefault(name, QueueStats()).dead += n
+            dead += n
+        elif kind == "results":
+            results = n
+        else:
+            decoded = _worker_decoder.decode(info)
+            workers.append(msgspec.structs.replace(decoded, last_seen=last_seen))
+    workers.sort(key=lambda w: w.id)
+    return Stats(queues, results, dead, workers)
+
+
+def progress(rows: list[Any], url: str) -> dict[str, Progress]:
+    """The reports of the ``progress`` rows by id; undecodable ones are logged and skipped."""
+    found: dict[str, Progress] = {}
+    for (body,) in rows:
+        try:
+            report = _progress_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("PostgreSQL %s: undecodable progress report: %s", url, exc)
+            continue
+        found[report.id] = report
+    return found
+
+
+def events(rows: list[Any], start: int, url: str) -> tuple[str, list[Event]]:
+    """The events of the ``read_events`` rows read after the seq ``start``, and the cursor
+    past the last row; undecodable ones are logged and skipped."""
+    found: list[Event] = []
+    for seq, body in rows:
+        start = seq
+        try:
+            found.append(_event_decoder.decode(body))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("PostgreSQL %s: undecodable event %d skipped: %s", url, seq, exc)
+    return str(start), found

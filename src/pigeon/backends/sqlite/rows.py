@@ -1,0 +1,165 @@
+"""The statements of the SQLite backend and the rows they bind.
+
+Shared by the store (on its own connection and thread) and by ``enqueue_in`` (on the
+application's connection, inside its transaction), so it holds no connection itself: every
+function here is given one and runs inside whatever transaction it is in.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+
+from pigeon import codec
+from pigeon.backends import statements
+from pigeon.backends.base import join_fired
+from pigeon.message import JoinSpec, Message
+
+_json_encode = msgspec.json.Encoder().encode
+
+
+@functools.cache
+def queries() -> dict[str, str]:
+    """The statements of sql/queries.sql by name (read once)."""
+    return statements.load("pigeon.backends.sqlite", "sql/queries.sql")
+
+
+@functools.cache
+def schema() -> str:
+    """The script of sql/schema.sql, which brings a database up to ``SCHEMA_VERSION``."""
+    return (
+        importlib.resources.files("pigeon.backends.sqlite")
+        .joinpath("sql/schema.sql")
+        .read_text(encoding="utf-8")
+    )
+
+
+def json_array(values: object) -> str:
+    """A JSON array parameter for ``json_each`` (text: SQLite reads a blob as JSONB)."""
+    return _json_encode(values).decode()
+
+
+def message_row(
+    m: Message, state: str, due: float, after: str | None, body: bytes
+) -> tuple[Any, ...]:
+    """The parameters of insert_message (and requeue_message) for ``m``."""
+    return (
+        m.id,
+        m.queue,
+        m.task,
+        m.priority,
+        due,
+        state,
+        m.max_deliveries,
+        m.lease,
+        m.key,
+        m.expires_at,
+        m.result_ttl,
+        after,
+        body,
+    )
+
+
+class _Stored(NamedTuple):
+    """What the database already holds that an enqueue batch refers to."""
+
+    #: Ids stored as a message, an outcome or a dead letter.
+    ids: set[str]
+    #: Unexpired key -> the id of the message holding it.
+    keys: dict[str, str]
+    #: Id -> the state of its stored outcome, for the ids followed or joined.
+    outcomes: dict[str, str]
+
+
+class _Rows:
+    """The rows one enqueue batch writes, gathered message by message."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[Any, ...]] = []
+        self.keys: list[tuple[str, str, float]] = []
+        self.joins: list[tuple[str, str, int, int, int, int]] = []
+        self.members: list[tuple[str, str]] = []
+
+    def write(self, db: sqlite3.Connection) -> None:
+        sql = queries()
+        db.executemany(sql["insert_message"], self.messages)
+        if self.keys:
+            db.executemany(sql["insert_key"], self.keys)
+        if self.joins:
+            db.executemany(sql["insert_join"], self.joins)
+        if self.members:
+            db.executemany(sql["insert_member"], self.members)
+
+
+def enqueue_rows(db: sqlite3.Connection, messages: Sequence[Message], now: float) -> list[str]:
+    """Store ``messages`` through ``db``, inside whatever transaction it is in; the ids that
+    stand for them. Shared by ``enqueue`` (its own transaction) and ``enqueue_in`` (the
+    application's transaction)."""
+    stored = _read_stored(db, messages, now)
+    ids: list[str] = []
+    rows = _Rows()
+    for m in messages:
+        if m.key is not None:
+            holder = stored.keys.get(m.key)
+            if holder is not None:
+                ids.append(holder)
+                continue
+        ids.append(m.id)
+        if m.id in stored.ids:
+            continue
+        stored.ids.add(m.id)
+        if m.key is not None:
+            stored.keys[m.key] = m.id
+            rows.keys.append((m.key, m.id, now + m.result_ttl))
+        state = "pending"
+        after = None
+        if m.join is not None:
+            state = _add_join(m.id, m.join, stored.outcomes, rows)
+        elif m.after is not None:
+            after = m.after
+            if after not in stored.outcomes:
+                state = "waiting"
+        due = max(now + m.delay, m.run_at or 0.0)
+        rows.messages.append(message_row(m, state, due, after, codec.encode_message(m)))
+    rows.write(db)
+    return ids
+
+
+def _read_stored(db: sqlite3.Connection, messages: Sequence[Message], now: float) -> _Stored:
+    """The ids, keys and outcomes already stored that ``messages`` name, in three reads."""
+    sql = queries()
+    existing = {
+        row[0] for row in db.execute(sql["existing"], (json_array([m.id for m in messages]),))
+    }
+    keys = [m.key for m in messages if m.key is not None]
+    held: dict[str, str] = (
+        dict(db.execute(sql["held_keys"], (json_array(keys), now)).fetchall()) if keys else {}
+    )
+    refs = [m.after for m in messages if m.after is not None and m.join is None]
+    refs.extend(member for m in messages if m.join is not None for member in m.join.members)
+    outcomes: dict[str, str] = (
+        dict(db.execute(sql["result_states"], (json_array(refs),)).fetchall()) if refs else {}
+    )
+    return _Stored(existing, held, outcomes)
+
+
+def _add_join(mid: str, join: JoinSpec, outcomes: dict[str, str], rows: _Rows) -> str:
+    """Add the counters of the join message ``mid`` and its unsettled members to ``rows``;
+    the state it starts in (pending when its members' outcomes already fire it)."""
+    settled = succeeded = 0
+    for member in join.members:
+        member_state = outcomes.get(member)
+        if member_state is None:
+            rows.members.append((member, mid))
+        else:
+            settled += 1
+            succeeded += member_state == "succeeded"
+    total = len(join.members)
+    fired = join_fired(join.mode, total, settled, succeeded)
+    rows.joins.append((mid, join.mode, total, settled, succeeded, int(fired)))
+    return "pending" if fired else "waiting"
