@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 import pigeon
-from pigeon.backends import from_url, redis_listener
+from pigeon.backends import from_url
+from pigeon.backends.redis import listener as redis_listener
 from tests.chaos import chaos_app
 from tests.chaos.jepsen import TABLES, History, check
 from tests.chaos.redis_server import RedisServer, private_redis

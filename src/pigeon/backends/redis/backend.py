@@ -53,20 +53,27 @@ import math
 import os
 from collections.abc import Awaitable, Collection, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
-from redis.asyncio.connection import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 from pigeon import codec
 from pigeon.aio import shielded
-from pigeon.backends.base import plain_options, redact
+from pigeon.backends.base import redact
+from pigeon.backends.redis import replies
+from pigeon.backends.redis.arguments import (
+    acquire_args,
+    enqueue_call,
+    holder_args,
+    json_encode,
+    lease_args,
+    report_args,
+    settle_args,
+    take_args,
+)
 from pigeon.backends.redis.client import TRANSIENT, Client
-from pigeon.backends.redis.listener import Listener
-from pigeon.errors import ConfigError
+from pigeon.backends.redis.connections import Connections, connect, parse_url
+from pigeon.backends.redis.replies import seconds
 from pigeon.message import (
     DeadLetter,
     Delivery,
@@ -76,7 +83,6 @@ from pigeon.message import (
     MessageInfo,
     Outcome,
     Progress,
-    QueueStats,
     Result,
     Slot,
     Stats,
@@ -86,7 +92,6 @@ from pigeon.message import (
 
 log = logging.getLogger("pigeon.backends.redis")
 
-DEFAULT_PREFIX = "pigeon"
 #: Messages purged, or expired records swept, per script call (bounds how long one blocks).
 CHUNK = 5000
 #: Messages stored per enqueue script call: a bigger batch is sent in several calls, pipelined
@@ -97,90 +102,9 @@ ENQUEUE_CHUNK = 500
 IDLE_TRUST = 1.0
 MAX_BLOCK = 10.0
 
-_json_encode = msgspec.json.Encoder().encode
-_worker_decoder = msgspec.json.Decoder(WorkerInfo)
-_ids_decoder = msgspec.json.Decoder(list[str])
 _progress_decoder = msgspec.json.Decoder(Progress)
-_event_decoder = msgspec.json.Decoder(Event)
-#: The furthest ahead (seconds) a rate-limit slot is reserved, whatever ``hold`` says.
-MAX_HOLD = 1e9
-
 
 JOIN_MODES = frozenset({"all", "any", "race", "all_settled"})
-
-
-def _enqueue_call(messages: Sequence[Message]) -> tuple[str, list[Any]]:
-    """The script call that stores one chunk of ``enqueue``: (script name, its ARGV).
-
-    Both scripts get the chunk's lowest and highest id, for the id mark (``mark_ids`` in
-    common.lua): a chunk of ids all above it is stored without looking each id up. Python
-    orders strings by code point, which is the byte order of their UTF-8, as the script's.
-    A chunk that holds one id twice gets '' as its lowest, which is above nothing, so that
-    the lookups store it once.
-    """
-    encode = codec.encode_message
-    ids = [m.id for m in messages]
-    lo, hi = min(ids), max(ids)
-    if len(set(ids)) < len(ids):
-        lo = ""
-    shared = plain_options(messages)
-    if shared is not None:
-        # the shared options once, then the ids, then the bodies
-        return "enqueue_plain", ["", _json_encode(shared), lo, hi, *ids, *map(encode, messages)]
-    specs = [
-        (
-            m.id,
-            m.queue,
-            m.task,
-            m.priority,
-            m.delay,
-            m.run_at,
-            m.max_deliveries,
-            m.lease,
-            m.key,
-            m.expires_at,
-            m.result_ttl,
-            m.after,
-            None if m.join is None else m.join.mode,
-            None if m.join is None else m.join.members,
-        )
-        for m in messages
-    ]
-    return "enqueue", ["", _json_encode(specs), lo, hi, *map(encode, messages)]
-
-
-def _parse_url(url: str) -> tuple[str, str]:
-    """(the URL redis-py is given, the key prefix). Raises ConfigError."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("redis", "rediss"):
-        raise ConfigError(f"not a Redis URL: {redact(url)!r}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = DEFAULT_PREFIX
-    rest: list[tuple[str, str]] = []
-    for name, value in query:
-        if name == "prefix":
-            prefix = value
-        else:
-            rest.append((name, value))
-    if not prefix or "{" in prefix or "}" in prefix:
-        raise ConfigError(
-            f"Redis URL {redact(url)!r}: the prefix must be a non-empty name without braces "
-            f"(it becomes the hash tag {{prefix}}), not {prefix!r}"
-        )
-    return urlunsplit(parts._replace(query=urlencode(rest))), prefix
-
-
-def _seconds(micros: int) -> float:
-    return micros / 1_000_000
-
-
-class _Connections:
-    """What one event loop uses: commands and scripts, and the subscriber connection."""
-
-    def __init__(self, client: Client, listener: Listener) -> None:
-        self.client = client
-        self.listener = listener
-        self.loop = client.loop
 
 
 class RedisBackend:
@@ -193,11 +117,11 @@ class RedisBackend:
 
     def __init__(self, url: str) -> None:
         self.url = redact(url)
-        self._client_url, self.prefix = _parse_url(url)
+        self._client_url, self.prefix = parse_url(url)
         self._base = f"{{{self.prefix}}}:"
         self._done_channel = f"{self._base}done".encode()
         self._events_key = f"{self._base}events".encode()
-        self._conn: _Connections | None = None
+        self._conn: Connections | None = None
         self._tokens = itertools.count()
         self._token_prefix = os.urandom(6).hex()
         self._background: set[asyncio.Task[Any]] = set()
@@ -208,19 +132,12 @@ class RedisBackend:
 
     # lifecycle ---------------------------------------------------------------------------
 
-    def _connection(self) -> _Connections:
+    def _connection(self) -> Connections:
         conn = self._conn
         if conn is None or conn.loop is not asyncio.get_running_loop():
             # Connections belong to the loop they were made on; ones left on a closed loop
             # (the App moved to a new one) cannot be closed from here and go with it.
-            pool = ConnectionPool.from_url(
-                self._client_url,
-                socket_connect_timeout=5.0,
-                socket_keepalive=True,
-                retry=Retry(NoBackoff(), 0),  # retries are the Client's, on new connections
-            )
-            client = Client(pool, self.url, self._base)
-            conn = self._conn = _Connections(client, Listener(pool, self._done_channel, self.url))
+            conn = self._conn = connect(self._client_url, self.url, self._base, self._done_channel)
         return conn
 
     def _client(self) -> Client:
@@ -238,14 +155,12 @@ class RedisBackend:
         conn, self._conn = self._conn, None
         if conn is None or conn.loop is not asyncio.get_running_loop():
             return
-        await conn.listener.close()
-        await conn.client.close()
-        await conn.client.pool.aclose()
+        await conn.close()
 
     async def time(self) -> float:
         """The backend clock: the server's ``TIME``."""
         sec, usec = await self._client().execute(b"TIME")
-        return _seconds(int(sec) * 1_000_000 + int(usec))
+        return seconds(int(sec) * 1_000_000 + int(usec))
 
     def _token(self) -> str:
         """A request token: a retried call whose first run went through gets its reply."""
@@ -266,7 +181,7 @@ class RedisBackend:
         stores the one before): ``enqueue_plain.lua`` for a chunk that ``plain_options``
         finds plain, else ``enqueue.lua``. A plain chunk whose ids are all above the id mark
         (the highest id stored so far) is stored without looking each id up (see
-        ``_enqueue_call``).
+        ``arguments.enqueue_call``).
         """
         if not messages:
             return []
@@ -279,25 +194,22 @@ class RedisBackend:
         tracked = connection.listener.track(mine)
         try:
             if len(chunks) == 1:  # one call: no pipeline to set up
-                name, args = _enqueue_call(messages)
-                replies = [await connection.client.script(name, *args)]
+                name, args = enqueue_call(messages)
+                answers = [await connection.client.script(name, *args)]
             else:
-                replies = await connection.client.scripts(_enqueue_call(c) for c in chunks)
+                answers = await connection.client.scripts(enqueue_call(c) for c in chunks)
         except BaseException:
             if tracked:
                 connection.listener.untrack(mine)
             raise
         ids: list[str] = []
         stored = b""
-        for chunk, reply in zip(chunks, replies, strict=True):
-            if isinstance(reply, bytes):  # enqueue_plain: every id stands for itself
-                ids.extend(m.id for m in chunk)
-                stored += reply
-            else:
-                ids.extend(mid.decode() for mid in reply[0])
-                stored += reply[1]
+        for chunk, reply in zip(chunks, answers, strict=True):
+            chunk_ids, chunk_stored = replies.enqueued(chunk, reply)
+            ids.extend(chunk_ids)
+            stored += chunk_stored
         if tracked and b"0" in stored:
-            old = [mid for mid, new in zip(mine, stored, strict=True) if new != 49]  # b"1"
+            old = [mid for mid, new in zip(mine, stored, strict=True) if new != replies.APPLIED]
             connection.listener.untrack(old)
         return ids
 
@@ -364,13 +276,8 @@ class RedisBackend:
                 self._spawn(self._client().unblock(blocked[0]))
 
         reply = await shielded(self._fetch_script(queues, token, args, block, blocked), orphaned)
-        now, next_due = reply[0], reply[1]
-        flat = reply[2:]
-        deliveries = [
-            Delivery(flat[i].decode(), flat[i + 1], flat[i + 2], flat[i + 3], float(flat[i + 4]))
-            for i in range(0, len(flat), 5)
-        ]
-        sleep = 3600.0 if next_due < 0 else max(_seconds(next_due - now), 0.001)
+        now, next_due, deliveries = replies.fetched(reply)
+        sleep = 3600.0 if next_due < 0 else max(seconds(next_due - now), 0.001)
         loop_now = asyncio.get_running_loop().time()
         if len(deliveries) < limit:
             # Work that comes now leaves a token; only due times and leases taken by
@@ -399,8 +306,7 @@ class RedisBackend:
     def _release_orphans(self, call: asyncio.Future[Any]) -> None:
         if call.cancelled() or call.exception() is not None:
             return
-        flat = call.result()[2:]
-        leases = [Lease(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 5)]
+        leases = replies.fetched_leases(call.result())
         if not leases:
             return
 
@@ -428,9 +334,7 @@ class RedisBackend:
         """Push each held lease to now + the message's lease; return the ids no longer held."""
         if not leases:
             return set()
-        args = [x for lease in leases for x in (lease.id, lease.attempt)]
-        lost = await self._script("extend", "", *args)
-        return {mid.decode() for mid in lost}
+        return replies.id_set(await self._script("extend", "", *lease_args(leases)))
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Apply each outcome, all in one script call; per outcome, whether it was applied.
@@ -444,30 +348,16 @@ class RedisBackend:
         """
         if not outcomes:
             return []
-        specs: list[tuple[Any, ...]] = []
-        records: list[bytes] = []
-        for o in outcomes:
-            if o.state == "retry":
-                specs.append((o.id, o.attempt, o.state, o.result_ttl, o.retry_in, None))
-                records.append(b"")
-                continue
-            reason = None
-            if o.state == "dead":
-                reason = f"{o.error.type}: {o.error.message}" if o.error is not None else "dead"
-            specs.append((o.id, o.attempt, o.state, o.result_ttl, o.retry_in, reason))
-            result = Result(o.id, o.state, o.value, o.error)
-            records.append(codec.encode_result_record(result))
-        verdicts = await self._script("settle", self._token(), _json_encode(specs), *records)
-        return [v == 49 for v in verdicts]  # b"1"
+        verdicts = await self._script("settle", self._token(), *settle_args(outcomes))
+        return replies.verdicts(verdicts)
 
     async def release(self, leases: Sequence[Lease], delay: float = 0.0) -> int:
         """Make held messages due again ``delay`` seconds from now (server clock; at once by
         default), without counting a failure or a lost lease; returns how many."""
         if not leases:
             return 0
-        args = [x for lease in leases for x in (lease.id, lease.attempt)]
         count: int = await self._script(
-            "release", self._token(), repr(max(float(delay), 0.0)), *args
+            "release", self._token(), repr(max(float(delay), 0.0)), *lease_args(leases)
         )
         return count
 
@@ -528,33 +418,20 @@ class RedisBackend:
         """
         if not ids:
             return []
-        reply = await self._script("cancel", self._token(), *ids)
-        return _ids_decoder.decode(reply)
+        return replies.cancelled(await self._script("cancel", self._token(), *ids))
 
     async def cancelling(self, leases: Sequence[Lease]) -> set[str]:
         """The ids among ``leases`` still held as that attempt whose cancellation was
         requested. One read-only script call, whatever the number of leases."""
         if not leases:
             return set()
-        args = [x for lease in leases for x in (lease.id, lease.attempt)]
-        return {mid.decode() for mid in await self._script("cancelling", "", *args)}
+        return replies.id_set(await self._script("cancelling", "", *lease_args(leases)))
 
     async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """Up to ``limit`` dead letters (of ``queue``, or of every queue), oldest first."""
         if limit <= 0:
             return []
-        flat = await self._script("dead_letters", "", queue or "", limit)
-        return [
-            DeadLetter(
-                flat[i].decode(),
-                flat[i + 1].decode(),
-                flat[i + 2].decode(),
-                flat[i + 3].decode(),
-                _seconds(flat[i + 4]),
-                flat[i + 5],
-            )
-            for i in range(0, len(flat), 6)
-        ]
+        return replies.dead_letters(await self._script("dead_letters", "", queue or "", limit))
 
     async def requeue(self, ids: Collection[str]) -> int:
         """Move dead letters back to pending with fresh counts and forget their outcomes.
@@ -594,57 +471,15 @@ class RedisBackend:
 
     async def inspect(self, id: str) -> MessageInfo | None:
         """All that is known of one id (message, stored outcome, dead letter), or None."""
-        now, m, stored, d = await self._script("inspect", "", id)
-        result = codec.decode_result_record(stored) if stored is not None else None
-        state, queue, task, attempt, failures, due, lease_until, worker, body, cx = m
-        if state is not None:
-            status = state.decode()
-            if status == "pending" and int(due) > now:
-                status = "scheduled"
-            return MessageInfo(
-                id,
-                status,
-                queue=queue.decode(),
-                task=task.decode(),
-                attempt=int(attempt or 0),
-                failures=int(failures or 0),
-                run_at=_seconds(int(due)),
-                lease_until=_seconds(int(lease_until)) if status == "leased" else None,
-                worker=worker.decode() if worker is not None and status == "leased" else None,
-                result=result,
-                body=body,
-                cancel_requested=cx is not None,
-            )
-        dead_queue, dead_task, reason, dead_body = d
-        if dead_queue is not None:
-            return MessageInfo(
-                id,
-                "dead",
-                queue=dead_queue.decode(),
-                task=dead_task.decode(),
-                result=result,
-                reason=reason.decode(),
-                body=dead_body,
-            )
-        if result is not None:
-            return MessageInfo(id, result.state, result=result)
-        return None
+        return replies.message_info(id, await self._script("inspect", "", id))
 
     async def stats(self) -> Stats:
         """Messages by queue and state, unexpired outcomes, dead letters, live workers."""
-        _, counts, results, dead, infos = await self._script("stats", "")
-        queues: dict[str, QueueStats] = {}
-        for i in range(0, len(counts), 6):
-            qs = QueueStats(*counts[i + 1 : i + 6])
-            if qs != QueueStats():
-                queues[counts[i].decode()] = qs
-        workers = [_worker_decoder.decode(info) for info in infos if info is not None]
-        workers.sort(key=lambda w: w.id)
-        return Stats(queues, results, dead, workers)
+        return replies.stats(await self._script("stats", ""))
 
     async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
         """Record ``info`` as a live worker for ``ttl`` seconds (``last_seen`` = server now)."""
-        body = _json_encode(msgspec.structs.replace(info, last_seen=0.0))
+        body = json_encode(msgspec.structs.replace(info, last_seen=0.0))
         await self._script("heartbeat", "", info.id, body, repr(float(ttl)))
 
     async def retire(self, worker: str) -> None:
@@ -661,8 +496,8 @@ class RedisBackend:
         """
         total = 0
         while True:
-            removed, full = await self._script("sweep", "", CHUNK)
-            total += int(removed)
+            removed, full = replies.swept(await self._script("sweep", "", CHUNK))
+            total += removed
             if not full:
                 return total
 
@@ -685,13 +520,7 @@ class RedisBackend:
         most ``hold``. One script call for the batch."""
         if not takes:
             return []
-        args = [
-            x
-            for t in takes
-            for x in (t.bucket, repr(float(t.interval)), int(t.burst), repr(min(t.hold, MAX_HOLD)))
-        ]
-        reply = await self._script("take", self._token(), *args)
-        return [_seconds(int(wait)) for wait in reply.split(b",")]
+        return replies.waits(await self._script("take", self._token(), *take_args(takes)))
 
     async def acquire(self, slots: Sequence[Slot]) -> list[bool]:
         """Take (or renew) one place of limit ``slot.name`` for ``slot.holder`` for
@@ -699,19 +528,13 @@ class RedisBackend:
         holder has a place after the call. One script call for the batch."""
         if not slots:
             return []
-        args = [
-            x
-            for slot in slots
-            for x in (slot.name, slot.holder, int(slot.limit), repr(float(slot.ttl)))
-        ]
-        return [got == 1 for got in await self._script("acquire", "", *args)]
+        return replies.acquired(await self._script("acquire", "", *acquire_args(slots)))
 
     async def release_slots(self, slots: Sequence[Slot]) -> None:
         """Give the holders' places back at once (an unknown one is left alone)."""
         if not slots:
             return
-        args = [x for slot in slots for x in (slot.name, slot.holder)]
-        await self._script("release_slots", "", *args)
+        await self._script("release_slots", "", *holder_args(slots))
 
     # progress and events -----------------------------------------------------------------
 
@@ -719,8 +542,7 @@ class RedisBackend:
         """Store each report as the latest of its message id, kept ``ttl`` seconds."""
         if not progress:
             return
-        args = [x for p in progress for x in (p.id, _json_encode(p))]
-        await self._script("report", "", repr(float(ttl)), *args)
+        await self._script("report", "", repr(float(ttl)), *report_args(progress))
 
     async def progress(self, ids: Collection[str]) -> dict[str, Progress]:
         """The stored, unexpired latest reports among ``ids``."""
@@ -738,7 +560,7 @@ class RedisBackend:
         """Append ``events`` to the app's event log (a stream), in the order given."""
         if not events:
             return
-        await self._script("publish", self._token(), *(_json_encode(e) for e in events))
+        await self._script("publish", self._token(), *(json_encode(e) for e in events))
 
     async def read_events(
         self, after: str | None, limit: int = 1000, wait: float = 0.0
@@ -771,31 +593,9 @@ class RedisBackend:
             reply = await client.execute(
                 b"XREAD", b"COUNT", limit, *blocking, b"STREAMS", key, cursor
             )
-            entries = _stream_entries(reply)
+            entries = replies.stream_entries(reply)
             if entries:
-                return entries[-1][0].decode(), self._decode_events(entries)
+                return entries[-1][0].decode(), replies.events(entries, self.url)
             block = deadline - loop.time()
             if block <= 0:
                 return cursor, []
-
-    def _decode_events(self, entries: list[Any]) -> list[Event]:
-        events: list[Event] = []
-        for entry_id, fields in entries:
-            body = dict(zip(fields[::2], fields[1::2], strict=True)).get(b"e")
-            try:
-                events.append(_event_decoder.decode(body or b""))
-            except msgspec.DecodeError as exc:
-                log.warning(
-                    "Redis %s: skipping unreadable event %s: %s", self.url, entry_id.decode(), exc
-                )
-        return events
-
-
-def _stream_entries(reply: Any) -> list[Any]:
-    """The entries ``[id, [field, value, ...]]`` of an XREAD reply on one stream (RESP2: a
-    list of ``[key, entries]``; RESP3: a map key -> entries; nil: none)."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return [entry for entries in reply.values() for entry in entries]
-    return [entry for _, entries in reply for entry in entries]
