@@ -32,12 +32,15 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
 - Events are one stream (``XADD ... MAXLEN ~ EVENTS_KEPT``); a cursor is a stream id, and
   ``read_events`` waits with ``XREAD BLOCK`` on a connection of its own for the wait (the
   client makes another for whatever runs meanwhile).
-- Waiting is pushed, never polled: a settle publishes the settled ids (with the stored
-  outcomes when small, so a waiter needs no further read), an enqueue, release or retry
-  publishes on its queue's channel (:mod:`pigeon.backends.redis.listener`). A waiting
-  ``fetch`` otherwise sleeps until the earliest scheduled message or lease deadline.
+- Waiting is pushed, never polled: a settle publishes the settled ids on the ``done``
+  channel (with the stored outcomes when small, so a waiter needs no further read; see
+  :mod:`pigeon.backends.redis.listener`). Workers are woken without pub/sub: every script
+  that makes work due in a queue pushes a token onto its ``wake:<queue>`` list (at most
+  one), and a waiting ``fetch`` sends ``BLPOP`` on its queues' lists with the fetch script
+  queued behind it on the same connection, so it wakes with its deliveries; it blocks at
+  most until the earliest scheduled message or lease deadline.
 - A dropped connection or a restarting server is retried with exponential backoff for up to
-  ``redis_client.RETRY_FOR`` seconds (:mod:`pigeon.backends.redis.client`). Retrying is
+  ``client.RETRY_FOR`` seconds (:mod:`pigeon.backends.redis.client`). Retrying is
   safe: enqueue stores an id once; acquire, release_slots and report set what they set
   again; fetch, settle, release, cancel, requeue, take and publish pass a request token,
   and a retried call whose first run did go through gets that run's answer instead of
