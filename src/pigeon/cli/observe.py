@@ -1,0 +1,256 @@
+"""Verbs that look and change nothing: ``status``, ``inspect`` and ``events``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import click
+import msgspec
+from rich.markup import escape
+from rich.table import Table
+
+from pigeon import codec
+from pigeon.backends import Backend, redact
+from pigeon.cli.backend import CommandState, app_for, backend_options, call_backend
+from pigeon.cli.output import (
+    STATE_STYLES,
+    CommandFailed,
+    format_count,
+    format_duration,
+    format_when,
+    stderr_console,
+    stdout_console,
+)
+from pigeon.errors import ConfigError
+from pigeon.events import describe as describe_event
+from pigeon.events import follow as follow_events
+from pigeon.message import MessageInfo, Stats
+from pigeon.message import Progress as TaskProgress
+from pigeon.secret import redact as redact_secrets
+
+
+@click.command()
+@click.argument("app_arg", metavar="[APP]", required=False)
+@backend_options
+@click.pass_obj
+def status(state: CommandState, app_arg: str | None, app_spec: str | None, url: str | None) -> None:
+    """Queues by state, dead letters and live workers."""
+    if app_arg and app_spec:
+        raise ConfigError("give APP once: as an argument or as --app")
+
+    async def read(b: Backend) -> tuple[Stats, float]:
+        return await b.stats(), await b.time()
+
+    app = app_for(state, app_arg or app_spec, url)
+    stats, now = call_backend(app, read)
+    out = stdout_console()
+    out.print(f"[bold]pigeon[/] {escape(redact(app.url))}")
+    out.print(queues_table(stats))
+    out.print(
+        f"{format_count(stats.results, 'outcome')} kept, {format_count(stats.dead, 'dead letter')}"
+    )
+    out.print(workers_table(stats, now))
+
+
+def queues_table(stats: Stats) -> Table | str:
+    if not stats.queues:
+        return "no queued messages"
+    table = Table(title="queues", title_justify="left")
+    table.add_column("queue")
+    columns = ["waiting", "scheduled", "pending", "leased", "dead"]
+    for name in columns:
+        table.add_column(name, justify="right", style=STATE_STYLES[name])
+    for name, qs in sorted(stats.queues.items()):
+        table.add_row(name, *(f"{getattr(qs, c):,}" for c in columns))
+    if len(stats.queues) > 1:
+        sums = [sum(getattr(qs, c) for qs in stats.queues.values()) for c in columns]
+        table.add_row("[bold]total[/]", *(f"[bold]{n:,}[/]" for n in sums), end_section=True)
+    return table
+
+
+def workers_table(stats: Stats, now: float) -> Table | str:
+    if not stats.workers:
+        return "no live workers"
+    table = Table(title="workers", title_justify="left")
+    for name, justify in [
+        ("id", "left"),
+        ("host", "left"),
+        ("pid", "right"),
+        ("queues", "left"),
+        ("running", "right"),
+        ("done", "right"),
+        ("up", "right"),
+        ("last seen", "right"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for w in sorted(stats.workers, key=lambda w: (w.host, w.pid)):
+        table.add_row(
+            w.id,
+            w.host,
+            str(w.pid),
+            ",".join(w.queues),
+            f"{w.running}/{w.concurrency}",
+            f"{w.done:,}",
+            format_duration(now - w.started_at) if w.started_at else "",
+            f"{format_duration(now - w.last_seen)} ago" if w.last_seen else "",
+        )
+    return table
+
+
+@click.command("inspect")
+@click.argument("message_id", metavar="ID")
+@backend_options
+@click.pass_obj
+def inspect_(state: CommandState, message_id: str, app_spec: str | None, url: str | None) -> None:
+    """Everything the backend knows of one message."""
+
+    async def read(b: Backend) -> tuple[MessageInfo | None, TaskProgress | None, float]:
+        reports = await b.progress([message_id])
+        return await b.inspect(message_id), reports.get(message_id), await b.time()
+
+    app = app_for(state, app_spec, url)
+    info, report, now = call_backend(app, read)
+    if info is None:
+        raise CommandFailed(
+            f"no message {message_id}: it was never sent to this backend, or its outcome expired",
+        )
+    out = stdout_console()
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    style = STATE_STYLES.get(info.state, "")
+    grid.add_row("id", info.id)
+    grid.add_row("state", f"[{style}]{info.state}[/]" if style else info.state)
+    for label, value in [
+        ("queue", info.queue),
+        ("task", info.task),
+        ("attempt", str(info.attempt) if info.attempt else ""),
+        ("failures", str(info.failures) if info.failures else ""),
+        ("due", format_when(info.run_at, now) if info.state in ("scheduled", "pending") else ""),
+        ("leased until", format_when(info.lease_until, now)),
+        ("worker", info.worker or ""),
+        ("cancel", "requested: its worker is stopping it" if info.cancel_requested else ""),
+        ("progress", _progress_line(report)),
+        ("reason", info.reason or ""),
+    ]:
+        if value:
+            grid.add_row(label, escape(value))
+    traceback = ""
+    if info.result is not None:
+        r = info.result
+        grid.add_row("settled", format_when(r.settled_at, now) if r.settled_at else r.state)
+        if r.value is not None:
+            grid.add_row("result", escape(_raw_json(bytes(r.value))))
+        if r.error is not None:
+            grid.add_row("error", f"[red]{escape(r.error.type)}[/]: {escape(r.error.message)}")
+            traceback = r.error.traceback
+    if info.body is not None:
+        for label, value in _message_rows(info.body, now):
+            grid.add_row(label, escape(value))
+    out.print(grid)
+    if traceback:
+        out.print("[bold]traceback[/]")
+        out.print(escape(traceback.rstrip()), style="dim", soft_wrap=True)
+
+
+def _progress_line(report: TaskProgress | None) -> str:
+    if report is None:
+        return ""
+    parts = [f"{report.fraction:.0%}" if report.fraction is not None else "", report.text]
+    return " ".join(p for p in parts if p)
+
+
+def _message_rows(body: bytes, now: float) -> list[tuple[str, str]]:
+    """The stored message, as rows for ``inspect``: its arguments decoded as JSON."""
+    try:
+        m = codec.decode_message(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return [("message", f"undecodable ({len(body)} bytes): {exc}")]
+    rows = [("args", _raw_json(bytes(m.args))), ("kwargs", _raw_json(bytes(m.kwargs)))]
+    rows.append(("priority", str(m.priority)))
+    rows.append(("max attempts", str(m.max_attempts)))
+    if m.timeout is not None:
+        rows.append(("timeout", f"{m.timeout:g}s"))
+    rows.append(("lease", f"{m.lease:g}s"))
+    if m.key is not None:
+        rows.append(("key", m.key))
+    if m.after is not None:
+        rows.append(("runs after", f"{m.after} ({m.mode})"))
+    if m.join is not None:
+        rows.append(
+            ("join", f"{m.join.mode} of {len(m.join.members)}: {', '.join(m.join.members)}")
+        )
+    if m.expires_at is not None:
+        rows.append(("expires", format_when(m.expires_at, now)))
+    if m.created_at:
+        rows.append(("sent", format_when(m.created_at, now)))
+    for name, value in sorted(m.headers.items()):
+        rows.append((f"header {name}", value))
+    return rows
+
+
+def _raw_json(raw: bytes) -> str:
+    """Encoded arguments or a result as JSON text, with every pigeon.Secret shown as ***."""
+    try:
+        return json.dumps(redact_secrets(msgspec.json.decode(raw)), ensure_ascii=False)
+    except msgspec.DecodeError:
+        return repr(raw)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option(
+    "--for",
+    "duration",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    help="Stop after S seconds (default: until interrupted).",
+)
+@backend_options
+@click.pass_obj
+def events(
+    state: CommandState,
+    as_json: bool,
+    duration: float | None,
+    app_spec: str | None,
+    url: str | None,
+) -> None:
+    """Print what happens to messages as it happens: sent, started, retried, succeeded,
+    failed, cancelled, dead, released.
+
+    Events are published by Apps and workers that run with PIGEON_EVENTS=1 (or
+    App(events=True)); with none of those there is nothing to show.
+    """
+    app = app_for(state, app_spec, url)
+    console = stdout_console()
+    encoder = msgspec.json.Encoder()
+
+    async def run() -> None:
+        backend = await app.open()
+        stderr_console().print(
+            f"following events on {escape(redact(app.url))} (published with PIGEON_EVENTS=1);"
+            " Ctrl-C to stop",
+            style="dim",
+            soft_wrap=True,
+        )
+        try:
+            async with asyncio.timeout(duration):
+                async for event in follow_events(backend, None, 1.0):
+                    if as_json:
+                        click.echo(encoder.encode(event).decode())
+                    else:
+                        console.print(
+                            escape(describe_event(event)),
+                            style=STATE_STYLES.get(event.kind, ""),
+                            soft_wrap=True,
+                        )
+        except TimeoutError:
+            pass
+        finally:
+            await app.close()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
