@@ -177,6 +177,13 @@ DEAD_LETTER_TTL = 7 * 86400.0
 #: The event log keeps at least this many of the newest events.
 EVENTS_KEPT = 10_000
 
+#: A result with follow-ups or joins waiting on it is kept this long even when its ttl is 0.
+KEEP_FOR_DEPENDENTS = 86400.0
+
+#: ``sweep`` deletes at most this many rows per statement or transaction, so that it never
+#: holds locks long.
+SWEEP_CHUNK = 5000
+
 
 @runtime_checkable
 class Backend(Protocol):

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 import msgspec
 
 from pigeon import codec
-from pigeon.backends.base import DEAD_LETTER_TTL, EVENTS_KEPT, dead_reason, join_fired, redact
+from pigeon.backends.base import (
+    DEAD_LETTER_TTL,
+    EVENTS_KEPT,
+    KEEP_FOR_DEPENDENTS,
+    dead_reason,
+    join_fired,
+    redact,
+)
 from pigeon.message import (
     FINAL_STATES,
     DeadLetter,
@@ -35,8 +42,6 @@ from pigeon.message import (
     Take,
     WorkerInfo,
 )
-
-_KEEP_FOR_DEPENDENTS = 86400.0
 
 
 @dataclass
@@ -317,7 +322,7 @@ class MemoryBackend:
         joins = self._memberships.get(mid, [])
         ttl = rec.message.result_ttl if ttl is None else ttl
         if ttl <= 0 and (followers or joins):
-            ttl = _KEEP_FOR_DEPENDENTS
+            ttl = KEEP_FOR_DEPENDENTS
         if state == "dead":
             reason = dead_reason(error)
             letter = DeadLetter(mid, rec.message.queue, rec.message.task, reason, now, rec.body)

@@ -18,7 +18,7 @@ from typing import Any, cast
 import msgspec
 
 from pigeon.aio import shielded
-from pigeon.backends.base import EVENTS_KEPT, plain_options
+from pigeon.backends.base import EVENTS_KEPT, SWEEP_CHUNK, plain_options
 from pigeon.backends.postgres import decoding, settling
 from pigeon.backends.postgres import enqueue as enqueuing
 from pigeon.backends.postgres import schema as schemas
@@ -42,8 +42,6 @@ from pigeon.message import (
 
 log = logging.getLogger("pigeon.backends.postgres")
 
-#: sweep() deletes at most this many rows per statement, so it never holds locks long.
-SWEEP_CHUNK = 5000
 #: How often waiters look for themselves while the listening connection is down.
 POLL_WHILE_DEAF = 0.1
 #: Fewest seconds a fetch sleeps when the next due message is "now" but held by others.

@@ -14,11 +14,8 @@ from typing import Any, cast
 import msgspec
 
 from pigeon import codec
-from pigeon.backends.base import DEAD_LETTER_TTL, Done, FinalState, dead_reason
+from pigeon.backends.base import DEAD_LETTER_TTL, KEEP_FOR_DEPENDENTS, Done, FinalState, dead_reason
 from pigeon.message import Failure, Outcome, Result
-
-#: A result with followers or joins waiting on it is kept this long even when its ttl is 0.
-KEEP_FOR_DEPENDENTS = 86400.0
 
 
 async def settle(conn: Any, sql: dict[str, str], outcomes: Sequence[Outcome]) -> list[bool]:

@@ -53,15 +53,13 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pigeon.backends.base import DEAD_LETTER_TTL, EVENTS_KEPT
+from pigeon.backends.base import DEAD_LETTER_TTL, EVENTS_KEPT, KEEP_FOR_DEPENDENTS
 from pigeon.errors import BackendError
 
 log = logging.getLogger("pigeon.backends.redis")
 
 #: Seconds a call keeps retrying while the server is unreachable before it raises.
 RETRY_FOR = 30.0
-#: A result with follow-ups or joins waiting on it is kept this long even when its ttl is 0.
-KEEP_FOR_DEPENDENTS = 86400.0
 #: Seconds a script's reply is remembered for a retry of the same call (which can only
 #: come within RETRY_FOR seconds of the first try).
 REPLY_TTL = RETRY_FOR + 15.0

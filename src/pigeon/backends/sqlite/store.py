@@ -21,6 +21,8 @@ from pigeon import codec
 from pigeon.backends.base import (
     DEAD_LETTER_TTL,
     EVENTS_KEPT,
+    KEEP_FOR_DEPENDENTS,
+    SWEEP_CHUNK,
     Done,
     FinalState,
     dead_reason,
@@ -57,13 +59,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-#: A result with followers or joins waiting on it is kept this long even when its ttl is 0.
-KEEP_FOR_DEPENDENTS = 86400.0
 #: SQLite 3.35 added RETURNING, which every batched step here relies on.
 MIN_SQLITE = (3, 35, 0)
 SCHEMA_VERSION = 3
-#: sweep() deletes at most this many rows per transaction, so it never holds the lock long.
-SWEEP_CHUNK = 5000
 #: Messages per enqueue transaction: a bigger batch (a bulk send) is written in several, so
 #: that workers never wait long for the write lock.
 ENQUEUE_CHUNK = 1000
