@@ -180,8 +180,8 @@ EVENTS_KEPT = 10_000
 #: A result with follow-ups or joins waiting on it is kept this long even when its ttl is 0.
 KEEP_FOR_DEPENDENTS = 86400.0
 
-#: ``sweep`` deletes at most this many rows per statement or transaction, so that it never
-#: holds locks long.
+#: ``sweep`` and ``purge`` delete at most this many rows per statement, transaction or
+#: script call, so that they never hold locks (or block a Redis server) long.
 SWEEP_CHUNK = 5000
 
 

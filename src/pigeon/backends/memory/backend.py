@@ -24,6 +24,7 @@ from pigeon.backends.base import (
     join_fired,
     redact,
 )
+from pigeon.backends.shared import Tally
 from pigeon.message import (
     FINAL_STATES,
     DeadLetter,
@@ -35,7 +36,6 @@ from pigeon.message import (
     MessageInfo,
     Outcome,
     Progress,
-    QueueStats,
     Result,
     Slot,
     Stats,
@@ -488,22 +488,13 @@ class MemoryBackend:
 
     async def stats(self) -> Stats:
         now = time.time()
-        queues: dict[str, QueueStats] = {}
+        tally = Tally()
         for rec in self._msgs.values():
-            qs = queues.setdefault(rec.message.queue, QueueStats())
-            if rec.state == "waiting":
-                qs.waiting += 1
-            elif rec.state == "leased":
-                qs.leased += 1
-            elif rec.due > now:
-                qs.scheduled += 1
-            else:
-                qs.pending += 1
+            tally.message(rec.message.queue, rec.state, rec.due > now)
         for letter, _ in self._dead.values():
-            queues.setdefault(letter.queue, QueueStats()).dead += 1
+            tally.dead_letters(letter.queue)
         results = sum(1 for _, exp in self._results.values() if exp > now)
-        workers = [info for info, exp in self._workers.values() if exp > now]
-        return Stats(queues, results, len(self._dead), workers)
+        return tally.stats(results, (info for info, exp in self._workers.values() if exp > now))
 
     async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
         now = time.time()

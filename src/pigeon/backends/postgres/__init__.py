@@ -38,7 +38,7 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
 - Events: one ``events`` table with a ``bigserial`` seq (a reader's cursor). ``publish()``
   takes a transaction-level advisory lock before drawing seqs, so publishes are serialized
   and seqs become visible in order (a reader never skips one committed late); it NOTIFYs
-  ``<schema>.events``, which wakes sleeping readers. Every ``PRUNE_EVENTS_EVERY`` events
+  ``<schema>.events``, which wakes sleeping readers. Every ``EVENTS_PRUNE_EVERY`` events
   it deletes all but the newest ``EVENTS_KEPT``.
 - Clock: the database's (``now()``, or ``clock_timestamp()`` read once the rows or locks an
   operation waits for are held), never this host's.

@@ -11,7 +11,6 @@ schema from :mod:`~pigeon.backends.postgres.schema`, the enqueue paths from
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Collection, Sequence
 from typing import Any, cast
 
@@ -24,6 +23,7 @@ from pigeon.backends.postgres import enqueue as enqueuing
 from pigeon.backends.postgres import schema as schemas
 from pigeon.backends.postgres.listener import DB_ERRORS, EVENTS, Waker, stored_result
 from pigeon.backends.postgres.session import Connections, close_session
+from pigeon.backends.shared import EVENTS_PRUNE_EVERY, orphaned_leases, release_orphans
 from pigeon.message import (
     DeadLetter,
     Delivery,
@@ -40,14 +40,10 @@ from pigeon.message import (
     WorkerInfo,
 )
 
-log = logging.getLogger("pigeon.backends.postgres")
-
 #: How often waiters look for themselves while the listening connection is down.
 POLL_WHILE_DEAF = 0.1
 #: Fewest seconds a fetch sleeps when the next due message is "now" but held by others.
 MIN_NAP = 0.002
-#: publish() prunes the event log each time it passes a multiple of this many events.
-PRUNE_EVENTS_EVERY = 1000
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -240,24 +236,9 @@ class PostgresBackend(Connections):
         return decoding.deliveries(leased), flags["next_in"]
 
     def _release_orphans(self, job: asyncio.Future[tuple[list[Delivery], float | None]]) -> None:
-        if job.cancelled() or job.exception() is not None:
-            return
-        leases = [Lease(d.id, d.attempt) for d in job.result()[0]]
-        if not leases or self._session is None:
-            return
-        self._session.spawn(self._release_quietly(leases))
-
-    async def _release_quietly(self, leases: list[Lease]) -> None:
-        try:
-            await self.release(leases)
-        except Exception as exc:
-            log.warning(
-                "could not release %d messages leased by a cancelled fetch (%s): %s; they will "
-                "be fetched again when their lease runs out",
-                len(leases),
-                ", ".join(x.id for x in leases),
-                exc,
-            )
+        leases = orphaned_leases(job, lambda r: [Lease(d.id, d.attempt) for d in r[0]])
+        if leases and self._session is not None:
+            self._session.spawn(release_orphans(self.release, leases))
 
     async def extend(self, leases: Sequence[Lease]) -> set[str]:
         """Push each held lease to now + the message's lease; return the ids no longer held."""
@@ -555,7 +536,7 @@ class PostgresBackend(Connections):
                 self._sql["publish"],
                 [_json_encode(e) for e in events],
                 EVENTS_KEPT,
-                PRUNE_EVENTS_EVERY,
+                EVENTS_PRUNE_EVERY,
             )
 
     async def read_events(

@@ -12,7 +12,8 @@ from typing import Any
 import msgspec
 
 from pigeon.backends.postgres.listener import stored_result
-from pigeon.message import Delivery, Event, MessageInfo, Progress, QueueStats, Stats, WorkerInfo
+from pigeon.backends.shared import Tally
+from pigeon.message import Delivery, Event, MessageInfo, Progress, Stats, WorkerInfo
 
 log = logging.getLogger("pigeon.backends.postgres")
 
@@ -76,30 +77,20 @@ def message_info(id: str, r: Any) -> MessageInfo | None:
 def stats(rows: list[Any]) -> Stats:
     """The counts of the ``stats`` rows: by queue and state, outcomes, dead letters, and the
     live workers (by id)."""
-    queues: dict[str, QueueStats] = {}
-    results = dead = 0
+    tally = Tally()
+    results = 0
     workers: list[WorkerInfo] = []
     for kind, name, state, later, n, info, last_seen in rows:
         if kind == "messages":
-            qs = queues.setdefault(name, QueueStats())
-            if state == "waiting":
-                qs.waiting += n
-            elif state == "leased":
-                qs.leased += n
-            elif later:
-                qs.scheduled += n
-            else:
-                qs.pending += n
+            tally.message(name, state, later, n)
         elif kind == "dead":
-            queues.setdefault(name, QueueStats()).dead += n
-            dead += n
+            tally.dead_letters(name, n)
         elif kind == "results":
             results = n
         else:
             decoded = _worker_decoder.decode(info)
             workers.append(msgspec.structs.replace(decoded, last_seen=last_seen))
-    workers.sort(key=lambda w: w.id)
-    return Stats(queues, results, dead, workers)
+    return tally.stats(results, workers)
 
 
 def progress(rows: list[Any], url: str) -> dict[str, Progress]:

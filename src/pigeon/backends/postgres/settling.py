@@ -15,16 +15,14 @@ import msgspec
 
 from pigeon import codec
 from pigeon.backends.base import DEAD_LETTER_TTL, KEEP_FOR_DEPENDENTS, Done, FinalState, dead_reason
+from pigeon.backends.shared import first_outcomes, verdicts
 from pigeon.message import Failure, Outcome, Result
 
 
 async def settle(conn: Any, sql: dict[str, str], outcomes: Sequence[Outcome]) -> list[bool]:
     """Apply ``outcomes`` in one call of the schema's ``settle`` function; per outcome,
     whether it was applied (see ``PostgresBackend.settle``)."""
-    # Outcomes for one delivery after the first are refused, as if applied in order.
-    first: dict[tuple[str, int], Outcome] = {}
-    for o in outcomes:
-        first.setdefault((o.id, o.attempt), o)
+    first = first_outcomes(outcomes)
     finals = sorted((o for o in first.values() if o.state != "retry"), key=lambda o: o.id)
     retries = sorted((o for o in first.values() if o.state == "retry"), key=lambda o: o.id)
     rows = await conn.fetch(
@@ -41,14 +39,7 @@ async def settle(conn: Any, sql: dict[str, str], outcomes: Sequence[Outcome]) ->
         KEEP_FOR_DEPENDENTS,
         DEAD_LETTER_TTL,
     )
-    applied = {(r[0], r[1]) for r in rows}
-    verdicts: list[bool] = []
-    for o in outcomes:
-        key = (o.id, o.attempt)
-        verdicts.append(key in applied and first.get(key) is o)
-        if first.get(key) is o:
-            del first[key]  # a duplicate of this very object later in the batch is refused
-    return verdicts
+    return verdicts(outcomes, first, {(r[0], r[1]) for r in rows})
 
 
 async def reclaim(conn: Any, sql: dict[str, str]) -> None:

@@ -62,7 +62,7 @@ from redis.exceptions import NoScriptError
 
 from pigeon import codec
 from pigeon.aio import shielded
-from pigeon.backends.base import redact
+from pigeon.backends.base import SWEEP_CHUNK, redact
 from pigeon.backends.redis import replies
 from pigeon.backends.redis.arguments import (
     acquire_args,
@@ -77,6 +77,7 @@ from pigeon.backends.redis.arguments import (
 from pigeon.backends.redis.client import TRANSIENT, Client
 from pigeon.backends.redis.connections import Connections, connect, parse_url
 from pigeon.backends.redis.replies import seconds
+from pigeon.backends.shared import orphaned_leases, release_orphans
 from pigeon.message import (
     DeadLetter,
     Delivery,
@@ -95,8 +96,6 @@ from pigeon.message import (
 
 log = logging.getLogger("pigeon.backends.redis")
 
-#: Messages purged, or expired records swept, per script call (bounds how long one blocks).
-CHUNK = 5000
 #: Messages stored per enqueue script call: a bigger batch is sent in several calls, pipelined
 #: (the server is blocked for one chunk at a time, a few milliseconds).
 ENQUEUE_CHUNK = 500
@@ -307,25 +306,9 @@ class RedisBackend:
         return await client.script("fetch", token, *args)
 
     def _release_orphans(self, call: asyncio.Future[Any]) -> None:
-        if call.cancelled() or call.exception() is not None:
-            return
-        leases = replies.fetched_leases(call.result())
-        if not leases:
-            return
-
-        async def release() -> None:
-            try:
-                await self.release(leases)
-            except Exception as exc:
-                log.warning(
-                    "could not release %d messages leased by a cancelled fetch (%s): %s; they"
-                    " will be fetched again when their lease runs out",
-                    len(leases),
-                    ", ".join(x.id for x in leases),
-                    exc,
-                )
-
-        self._spawn(release())
+        leases = orphaned_leases(call, replies.fetched_leases)
+        if leases:
+            self._spawn(release_orphans(self.release, leases))
 
     def _spawn(self, job: Awaitable[Any]) -> None:
         """Run ``job`` in the background; ``close`` waits for it."""
@@ -455,21 +438,22 @@ class RedisBackend:
             return count
         total = 0
         while True:
-            count = await self._script("purge_dead", "", "all", CHUNK)
+            count = await self._script("purge_dead", "", "all", SWEEP_CHUNK)
             total += count
-            if count < CHUNK:
+            if count < SWEEP_CHUNK:
                 return total
 
     async def purge(self, queue: str) -> int:
         """Delete the waiting, scheduled and pending messages of ``queue``; returns how many.
 
-        Deletes ``CHUNK`` messages per script call, so the server is never blocked for long.
+        Deletes ``SWEEP_CHUNK`` messages per script call, so the server is never blocked
+        for long.
         """
         total = 0
         while True:
-            count: int = await self._script("purge", "", queue, CHUNK)
+            count: int = await self._script("purge", "", queue, SWEEP_CHUNK)
             total += count
-            if count < CHUNK:
+            if count < SWEEP_CHUNK:
                 return total
 
     async def inspect(self, id: str) -> MessageInfo | None:
@@ -493,13 +477,13 @@ class RedisBackend:
         """Delete expired results, dead letters and worker records; return how many.
 
         Idempotency keys and results also expire on their own (``PX``); this removes what
-        indexes them. Works in chunks of ``CHUNK`` per kind and call. Rate-limit buckets,
+        indexes them. Works in chunks of ``SWEEP_CHUNK`` per kind and call. Rate-limit buckets,
         concurrency limits, progress reports and the event log need nothing: they expire
         (or are trimmed) by themselves.
         """
         total = 0
         while True:
-            removed, full = replies.swept(await self._script("sweep", "", CHUNK))
+            removed, full = replies.swept(await self._script("sweep", "", SWEEP_CHUNK))
             total += removed
             if not full:
                 return total

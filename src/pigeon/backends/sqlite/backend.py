@@ -28,13 +28,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import logging
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar, TypeVarTuple
 
 from pigeon.backends.base import Poller, redact
+from pigeon.backends.shared import log_orphans, orphaned_leases
 from pigeon.backends.sqlite.rows import enqueue_rows, queries
 from pigeon.backends.sqlite.store import Store
 from pigeon.errors import BackendError, ConfigError
@@ -53,8 +53,6 @@ from pigeon.message import (
     Take,
     WorkerInfo,
 )
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -442,30 +440,18 @@ def _release_orphans(
     job: asyncio.Future[tuple[list[Delivery], int]],
 ) -> None:
     """Release what a cancelled fetch leased after its caller stopped waiting."""
-    if job.cancelled() or job.exception() is not None:
-        return
-    leases = [Lease(d.id, d.attempt) for d in job.result()[0]]
+    leases = orphaned_leases(job, lambda r: [Lease(d.id, d.attempt) for d in r[0]])
     if not leases:
         return
     try:
         release = executor.submit(store.call, Store.release, leases, 0.0)
     except RuntimeError as exc:  # the backend was closed meanwhile
-        _log_orphans(leases, exc)
+        log_orphans(leases, exc)
         return
 
     def report(done: concurrent.futures.Future[int]) -> None:
         exc = done.exception()
         if exc is not None:
-            _log_orphans(leases, exc)
+            log_orphans(leases, exc)
 
     release.add_done_callback(report)
-
-
-def _log_orphans(leases: list[Lease], exc: BaseException) -> None:
-    log.warning(
-        "could not release %d messages leased by a cancelled fetch (%s): %s; they will be "
-        "fetched again when their lease runs out",
-        len(leases),
-        ", ".join(x.id for x in leases),
-        exc,
-    )

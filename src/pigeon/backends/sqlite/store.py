@@ -28,6 +28,7 @@ from pigeon.backends.base import (
     dead_reason,
     join_fired,
 )
+from pigeon.backends.shared import EVENTS_PRUNE_EVERY, Tally, first_outcomes, verdicts
 from pigeon.backends.sqlite.rows import (
     enqueue_rows,
     json_array,
@@ -46,7 +47,6 @@ from pigeon.message import (
     MessageInfo,
     Outcome,
     Progress,
-    QueueStats,
     Result,
     Slot,
     Stats,
@@ -65,9 +65,6 @@ SCHEMA_VERSION = 3
 #: Messages per enqueue transaction: a bigger batch (a bulk send) is written in several, so
 #: that workers never wait long for the write lock.
 ENQUEUE_CHUNK = 1000
-#: publish() prunes the event log each time its seq crosses a multiple of this, down to the
-#: newest EVENTS_KEPT events (so the log holds at most EVENTS_KEPT + EVENTS_PRUNE_EVERY).
-EVENTS_PRUNE_EVERY = 1000
 #: The tables sweep() deletes expired rows from, each by its own statement.
 _SWEPT = ("results", "keys", "dead", "workers", "locks", "buckets", "slots", "progress")
 
@@ -265,10 +262,7 @@ class Store:
 
     def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         now = self.now()
-        # Outcomes for one delivery after the first are refused, as if applied in order.
-        first: dict[tuple[str, int], Outcome] = {}
-        for o in outcomes:
-            first.setdefault((o.id, o.attempt), o)
+        first = first_outcomes(outcomes)
         finals = [o for o in first.values() if o.state != "retry"]
         retries = [o for o in first.values() if o.state == "retry"]
         applied: set[tuple[str, int]] = set()
@@ -290,13 +284,7 @@ class Store:
                 applied.update(
                     tuple(row) for row in db.execute(self._sql["retry"], (now, params)).fetchall()
                 )
-        verdicts: list[bool] = []
-        for o in outcomes:
-            key = (o.id, o.attempt)
-            verdicts.append(key in applied and first.get(key) is o)
-            if first.get(key) is o:
-                del first[key]  # a duplicate of this very object later in the batch is refused
-        return verdicts
+        return verdicts(outcomes, first, applied)
 
     def _finish(self, db: sqlite3.Connection, done: list[Done], now: float) -> None:
         """Settle messages for good, in the caller's transaction.
@@ -549,28 +537,15 @@ class Store:
 
     def stats(self) -> Stats:
         now = self.now()
-        queues: dict[str, QueueStats] = {}
+        tally = Tally()
         with self._read() as db:
-            for queue, state, future, count in db.execute(
-                self._sql["count_messages"], (now,)
-            ).fetchall():
-                qs = queues.setdefault(queue, QueueStats())
-                if state == "waiting":
-                    qs.waiting += count
-                elif state == "leased":
-                    qs.leased += count
-                elif future:
-                    qs.scheduled += count
-                else:
-                    qs.pending += count
-            dead = 0
-            for queue, count in db.execute(self._sql["count_dead"]).fetchall():
-                queues.setdefault(queue, QueueStats()).dead += count
-                dead += count
+            for queue, state, later, n in db.execute(self._sql["count_messages"], (now,)):
+                tally.message(queue, state, later, n)
+            for queue, n in db.execute(self._sql["count_dead"]):
+                tally.dead_letters(queue, n)
             results = db.execute(self._sql["count_results"], (now,)).fetchone()[0]
             infos = db.execute(self._sql["live_workers"], (now,)).fetchall()
-        workers = [_worker_decoder.decode(info) for (info,) in infos]
-        return Stats(queues, results, dead, workers)
+        return tally.stats(results, (_worker_decoder.decode(info) for (info,) in infos))
 
     def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
         now = self.now()

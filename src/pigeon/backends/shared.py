@@ -1,0 +1,196 @@
+"""The pure-Python logic that every backend runs the same way, written once.
+
+``base.py`` states the contract; this module holds the steps of it that are not the
+broker's business: how ``stats`` counts, which outcome of a batch a ``settle`` applies and
+what it answers, the state a new message starts in, and how the leases of a fetch whose
+caller was cancelled are handed back. Each backend reads its rows and calls these; none of
+them costs a round trip. (What needs the broker's atomicity, such as advancing a join when
+its member settles, stays in the backend's Lua or SQL: the conformance suite checks that
+every copy agrees.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+from pigeon.backends.base import join_fired
+from pigeon.message import JoinSpec, Lease, Message, Outcome, QueueStats, Stats, WorkerInfo
+
+log = logging.getLogger("pigeon.backends")
+
+#: Every this many events appended, the event log drops all but the newest ``EVENTS_KEPT``
+#: (so it holds at most ``EVENTS_KEPT + EVENTS_PRUNE_EVERY``), where the broker does not
+#: trim it by itself.
+EVENTS_PRUNE_EVERY = 1000
+
+
+# stats ------------------------------------------------------------------------------------
+
+
+class Tally:
+    """The counts ``stats`` returns, added up from a backend's rows.
+
+    ``message`` counts messages of a queue in a stored state (``waiting``, ``pending`` or
+    ``leased``; a pending one that is not due yet, ``later``, counts as scheduled), and
+    ``dead_letters`` the dead letters of a queue. A queue appears once anything of it is
+    counted.
+    """
+
+    __slots__ = ("dead", "queues")
+
+    def __init__(self) -> None:
+        self.queues: dict[str, QueueStats] = {}
+        self.dead = 0
+
+    def message(self, queue: str, state: str, later: bool, n: int = 1) -> None:
+        qs = self.queues.get(queue)
+        if qs is None:
+            qs = self.queues[queue] = QueueStats()
+        if state == "waiting":
+            qs.waiting += n
+        elif state == "leased":
+            qs.leased += n
+        elif later:
+            qs.scheduled += n
+        else:
+            qs.pending += n
+
+    def dead_letters(self, queue: str, n: int = 1) -> None:
+        qs = self.queues.get(queue)
+        if qs is None:
+            qs = self.queues[queue] = QueueStats()
+        qs.dead += n
+        self.dead += n
+
+    def stats(self, results: int, workers: Iterable[WorkerInfo]) -> Stats:
+        """The ``Stats``: these counts, ``results`` kept outcomes, the live workers by id."""
+        return Stats(self.queues, results, self.dead, sorted(workers, key=lambda w: w.id))
+
+
+# settle -----------------------------------------------------------------------------------
+
+
+def first_outcomes(outcomes: Sequence[Outcome]) -> dict[tuple[str, int], Outcome]:
+    """The outcome a settle applies for each delivery ``(id, attempt)`` named in
+    ``outcomes``: the first one given (the later ones are refused, as if applied in order)."""
+    first: dict[tuple[str, int], Outcome] = {}
+    for o in outcomes:
+        first.setdefault((o.id, o.attempt), o)
+    return first
+
+
+def verdicts(
+    outcomes: Sequence[Outcome],
+    first: dict[tuple[str, int], Outcome],
+    applied: set[tuple[str, int]],
+) -> list[bool]:
+    """What ``settle(outcomes)`` returns: per outcome, whether it was applied.
+
+    ``first`` is ``first_outcomes(outcomes)`` (it is emptied) and ``applied`` the deliveries
+    the backend found still held and settled. An outcome is applied when its delivery was and
+    it is the one ``first`` chose; so of one outcome object given twice only the first
+    counts.
+    """
+    out: list[bool] = []
+    for o in outcomes:
+        key = (o.id, o.attempt)
+        chosen = first.get(key) is o
+        out.append(chosen and key in applied)
+        if chosen:
+            del first[key]  # a duplicate of this very object later in the batch is refused
+    return out
+
+
+# enqueue ----------------------------------------------------------------------------------
+
+
+class JoinStart(NamedTuple):
+    """The counters a join message starts with: members already settled count at once."""
+
+    mode: str
+    total: int
+    settled: int
+    succeeded: int
+    fired: bool
+    #: The members still to be counted when they settle (a member listed twice is twice).
+    unsettled: list[str]
+
+
+def start_join(join: JoinSpec, outcomes: Mapping[str, str]) -> JoinStart:
+    """The counters of a new join, given the states of the members' stored ``outcomes``."""
+    settled = succeeded = 0
+    unsettled: list[str] = []
+    for member in join.members:
+        state = outcomes.get(member)
+        if state is None:
+            unsettled.append(member)
+        else:
+            settled += 1
+            succeeded += state == "succeeded"
+    total = len(join.members)
+    fired = join_fired(join.mode, total, settled, succeeded)
+    return JoinStart(join.mode, total, settled, succeeded, fired, unsettled)
+
+
+def first_state(
+    m: Message, outcomes: Mapping[str, str]
+) -> tuple[Literal["waiting", "pending"], JoinStart | None]:
+    """The state a new message is stored in, and its join's counters if it is a join.
+
+    ``outcomes`` holds the states of the stored outcomes of the ids it depends on (its
+    ``after``, its join's members). A join waits until its counters fire it; a follow-up
+    waits until ``after`` has an outcome; anything else is pending (scheduled while its due
+    time is in the future).
+    """
+    if m.join is not None:
+        join = start_join(m.join, outcomes)
+        return ("pending" if join.fired else "waiting"), join
+    if m.after is not None and m.after not in outcomes:
+        return "waiting", None
+    return "pending", None
+
+
+def dependencies(messages: Iterable[Message]) -> list[str]:
+    """The ids whose stored outcomes decide the first state of ``messages``."""
+    refs: list[str] = []
+    for m in messages:
+        if m.join is not None:
+            refs.extend(m.join.members)
+        elif m.after is not None:
+            refs.append(m.after)
+    return refs
+
+
+# a fetch whose caller was cancelled ----------------------------------------------------------
+
+
+def orphaned_leases(job: asyncio.Future[Any], leases: Callable[[Any], list[Lease]]) -> list[Lease]:
+    """What a fetch that ran on after its caller was cancelled leased: ``leases`` of its
+    result, or none if it failed or was cancelled itself."""
+    if job.cancelled() or job.exception() is not None:
+        return []
+    return leases(job.result())
+
+
+async def release_orphans(
+    release: Callable[[Sequence[Lease]], Awaitable[int]], leases: Sequence[Lease]
+) -> None:
+    """Hand back the leases of a cancelled fetch at once, rather than let them run out and
+    count as lost deliveries; a failure is logged (they are fetched again later)."""
+    try:
+        await release(leases)
+    except Exception as exc:
+        log_orphans(leases, exc)
+
+
+def log_orphans(leases: Sequence[Lease], exc: BaseException) -> None:
+    log.warning(
+        "could not release %d messages leased by a cancelled fetch (%s): %s; they will be "
+        "fetched again when their lease runs out",
+        len(leases),
+        ", ".join(x.id for x in leases),
+        exc,
+    )
