@@ -180,3 +180,24 @@ async def test_requeued_member_settling_again_does_not_advance_its_join_twice(
 
     assert await backend.settle([succeeded(second)]) == [True]
     assert await state_of(backend, join.id) == "pending"
+
+
+async def test_member_settled_before_its_join_was_sent_counts_once_when_requeued(
+    backend: Backend,
+) -> None:
+    # Counted at once when the join is enqueued; settling again after a requeue from the
+    # dead letters must not count it a second time.
+    members = make_messages(3)
+    first, second, third = await lease_members(backend, members)
+    assert await backend.settle([settle_as(first, "dead")]) == [True]
+    join = make_join(members, "all_settled")
+    await backend.enqueue([join])
+    assert await backend.requeue([first.id]) == 1
+    [again] = await backend.fetch([QUEUE], 1, "w")
+
+    assert await backend.settle([succeeded(again)]) == [True]
+    assert await backend.settle([succeeded(second)]) == [True]
+    assert await state_of(backend, join.id) == "waiting"
+
+    assert await backend.settle([succeeded(third)]) == [True]
+    assert await state_of(backend, join.id) == "pending"

@@ -24,7 +24,7 @@ from pigeon.backends.base import (
     join_fired,
     redact,
 )
-from pigeon.backends.shared import Tally
+from pigeon.backends.shared import Tally, dependencies, first_state
 from pigeon.message import (
     FINAL_STATES,
     DeadLetter,
@@ -67,6 +67,7 @@ class _Join:
     settled: int = 0
     succeeded: int = 0
     fired: bool = False
+    #: The members not counted yet (those that had settled when it was sent count at once).
     members: list[str] = field(default_factory=list)
 
 
@@ -156,21 +157,22 @@ class MemoryBackend:
             self._seq += 1
             rec = _Record(m, codec.encode_message(m), "waiting", due, self._seq)
             self._msgs[m.id] = rec
-            if m.join is not None:
-                join = _Join(m.join.mode, len(m.join.members), members=list(m.join.members))
-                self._joins[m.id] = join
-                for member in m.join.members:
+            outcomes = {
+                ref: self._results[ref][0].state
+                for ref in dependencies((m,))
+                if ref in self._results
+            }
+            state, join = first_state(m, outcomes)
+            if join is not None:
+                self._joins[m.id] = _Join(
+                    join.mode, join.total, join.settled, join.succeeded, join.fired, join.unsettled
+                )
+                for member in join.unsettled:
                     self._memberships.setdefault(member, []).append(m.id)
-                    stored = self._results.get(member)
-                    if stored is not None:
-                        join.settled += 1
-                        join.succeeded += stored[0].state == "succeeded"
-                if join_fired(join.mode, join.total, join.settled, join.succeeded):
-                    join.fired = True
-                    self._make_due(rec, now)
-            elif m.after is not None and m.after not in self._results:
+            elif state == "waiting":
+                assert m.after is not None
                 self._followers.setdefault(m.after, []).append(m.id)
-            else:
+            if state == "pending":
                 self._make_due(rec, now)
         self._notify()
         return ids

@@ -16,7 +16,8 @@ import asyncpg
 import msgspec
 
 from pigeon import codec
-from pigeon.backends.base import PlainOptions, join_fired, plain_options
+from pigeon.backends.base import PlainOptions, plain_options
+from pigeon.backends.shared import dependencies, first_state
 from pigeon.message import Message
 
 log = logging.getLogger("pigeon.backends.postgres")
@@ -39,8 +40,7 @@ async def enqueue(conn: Any, sql: dict[str, str], messages: list[Message], url: 
         return [m.id for m in messages]
     holders = await _claim_keys(conn, sql, messages)
     ids, store = _choose(messages, holders)
-    refs = [m.after for m in store if m.after is not None and m.join is None]
-    refs.extend(member for m in store if m.join is not None for member in m.join.members)
+    refs = dependencies(store)
     outcomes: dict[str, str] = {}
     if refs:
         # Marked (and held) before their outcomes are looked up: a settle that has
@@ -106,26 +106,11 @@ def _rows(
     joins: list[_Join] = []
     members: list[tuple[str, str]] = []
     for m in store:
-        state = "pending"
-        after = None
-        if m.join is not None:
-            settled = succeeded = 0
-            for member in m.join.members:
-                member_state = outcomes.get(member)
-                if member_state is None:
-                    members.append((m.id, member))
-                else:
-                    settled += 1
-                    succeeded += member_state == "succeeded"
-            total = len(m.join.members)
-            fired = join_fired(m.join.mode, total, settled, succeeded)
-            joins.append((m.id, m.join.mode, total, settled, succeeded, fired))
-            if not fired:
-                state = "waiting"
-        elif m.after is not None:
-            after = m.after
-            if after not in outcomes:
-                state = "waiting"
+        state, join = first_state(m, outcomes)
+        if join is not None:
+            joins.append((m.id, join.mode, join.total, join.settled, join.succeeded, join.fired))
+            members.extend((m.id, member) for member in join.unsettled)
+        after = m.after if m.join is None else None
         rows.append((m, state, after, codec.encode_message(m)))
     rows.sort(key=lambda row: row[0].id)  # rows locked in id order, as settle does
     return rows, joins, members

@@ -17,8 +17,8 @@ import msgspec
 
 from pigeon import codec
 from pigeon.backends import statements
-from pigeon.backends.base import join_fired
-from pigeon.message import JoinSpec, Message
+from pigeon.backends.shared import JoinStart, dependencies, first_state
+from pigeon.message import Message
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -95,6 +95,13 @@ class _Rows:
         if self.members:
             db.executemany(sql["insert_member"], self.members)
 
+    def add_join(self, mid: str, join: JoinStart) -> None:
+        """The counters of the join message ``mid`` and a row per unsettled member."""
+        self.joins.append(
+            (mid, join.mode, join.total, join.settled, join.succeeded, int(join.fired))
+        )
+        self.members.extend((member, mid) for member in join.unsettled)
+
 
 def enqueue_rows(db: sqlite3.Connection, messages: Sequence[Message], now: float) -> list[str]:
     """Store ``messages`` through ``db``, inside whatever transaction it is in; the ids that
@@ -116,14 +123,10 @@ def enqueue_rows(db: sqlite3.Connection, messages: Sequence[Message], now: float
         if m.key is not None:
             stored.keys[m.key] = m.id
             rows.keys.append((m.key, m.id, now + m.result_ttl))
-        state = "pending"
-        after = None
-        if m.join is not None:
-            state = _add_join(m.id, m.join, stored.outcomes, rows)
-        elif m.after is not None:
-            after = m.after
-            if after not in stored.outcomes:
-                state = "waiting"
+        state, join = first_state(m, stored.outcomes)
+        if join is not None:
+            rows.add_join(m.id, join)
+        after = m.after if m.join is None else None
         due = max(now + m.delay, m.run_at or 0.0)
         rows.messages.append(message_row(m, state, due, after, codec.encode_message(m)))
     rows.write(db)
@@ -140,26 +143,8 @@ def _read_stored(db: sqlite3.Connection, messages: Sequence[Message], now: float
     held: dict[str, str] = (
         dict(db.execute(sql["held_keys"], (json_array(keys), now)).fetchall()) if keys else {}
     )
-    refs = [m.after for m in messages if m.after is not None and m.join is None]
-    refs.extend(member for m in messages if m.join is not None for member in m.join.members)
+    refs = dependencies(messages)
     outcomes: dict[str, str] = (
         dict(db.execute(sql["result_states"], (json_array(refs),)).fetchall()) if refs else {}
     )
     return _Stored(existing, held, outcomes)
-
-
-def _add_join(mid: str, join: JoinSpec, outcomes: dict[str, str], rows: _Rows) -> str:
-    """Add the counters of the join message ``mid`` and its unsettled members to ``rows``;
-    the state it starts in (pending when its members' outcomes already fire it)."""
-    settled = succeeded = 0
-    for member in join.members:
-        member_state = outcomes.get(member)
-        if member_state is None:
-            rows.members.append((member, mid))
-        else:
-            settled += 1
-            succeeded += member_state == "succeeded"
-    total = len(join.members)
-    fired = join_fired(join.mode, total, settled, succeeded)
-    rows.joins.append((mid, join.mode, total, settled, succeeded, int(fired)))
-    return "pending" if fired else "waiting"
