@@ -21,7 +21,7 @@ from pigeon.home import Home
 from pigeon.limits import TaskLimits
 from pigeon.message import Event, Message
 from pigeon.promise import MessagePromise, Promise, TaskLike
-from pigeon.scheduler import PeriodicOptions, Schedule, Timing, check_periodic
+from pigeon.scheduler import Missed, PeriodicOptions, Schedule, Timing, check_periodic
 from pigeon.sending import SEND_CHUNK, Sender, Transaction
 from pigeon.signing import Signer
 from pigeon.task import Task, TaskOptions, storable
@@ -143,6 +143,7 @@ class App:
         every: timedelta | float | None = None,
         tz: str | tzinfo | None = None,
         catch_up: timedelta | float | None = None,
+        missed: Missed = "latest",
         **options: Unpack[PeriodicOptions],
     ) -> _PeriodicDecorator:
         """Register a task that the workers send on a schedule::
@@ -150,12 +151,14 @@ class App:
             @app.periodic(cron="*/5 * * * *", tz="Europe/Paris")
             @app.periodic(every=timedelta(minutes=1))
 
-        Each tick is sent exactly once by whichever worker leads (see ``pigeon.scheduler``);
-        ``catch_up`` (30 s by default) is how late a missed tick may still be sent. Other
-        options are the task's. The function is called with no arguments. Raises
-        ConfigError for a schedule that cannot work.
+        Each tick is sent exactly once by whichever worker leads (see ``pigeon.scheduler``),
+        from when a worker first sees the schedule on; ``catch_up`` (30 s by default) is how
+        late a missed tick may still be sent, and ``missed`` which of the ticks missed while
+        no worker ran are: ``"latest"`` (the default) only the latest of them, ``"all"``
+        every one within ``catch_up``. Other options are the task's. The function is called
+        with no arguments. Raises ConfigError for a schedule that cannot work.
         """
-        timing = Timing(cron=cron, every=every, tz=tz, catch_up=catch_up)
+        timing = Timing(cron=cron, every=every, tz=tz, catch_up=catch_up, missed=missed)
         return _PeriodicDecorator(self, timing, options)
 
     def _register(self, fn: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:

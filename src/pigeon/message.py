@@ -133,9 +133,14 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One request for work, as stored in the backend.
 
     Times are seconds. ``delay`` is relative to the backend's clock at enqueue; ``run_at`` is
-    an absolute epoch time (the later of the two wins). ``result_ttl`` 0 keeps no outcome
-    (``fire``). ``after``/``mode`` make this a follow-up of another message: it is held until
-    that message settles, then runs with its outcome. ``join`` makes this a join message.
+    an absolute epoch time (the later of the two wins). Expiry likewise: ``expires`` is
+    relative, resolved on the backend's clock at enqueue (and afresh by a ``requeue``), and
+    ``expires_at`` absolute; when both are set the earlier wins. ``created_at`` is the
+    sender's clock when it made the message, for the record only: no backend decides anything
+    by it (the time the backend stored it is ``MessageInfo.sent_at``). ``result_ttl`` 0
+    keeps no outcome (``fire``). ``after``/``mode`` make this a follow-up of another message:
+    it is held until that message settles, then runs with its outcome. ``join`` makes this a
+    join message.
 
     (``gc=False``: its fields, strings, numbers and a dict of strings, can never lead back
     to it, so the cyclic garbage collector need not track the many a bulk send makes.)
@@ -161,6 +166,7 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     join: JoinSpec | None = None
     headers: dict[str, str] = {}
     created_at: float = 0.0
+    expires: float | None = None
 
 
 class Delivery(msgspec.Struct, frozen=True):
@@ -267,6 +273,8 @@ class MessageInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     body: bytes | None = None
     cancel_requested: bool = False
     """``cancel()`` was asked while the message was leased: its worker is told to stop it."""
+    sent_at: float | None = None
+    """When the backend stored the message, on the backend's clock (not the sender's)."""
 
 
 class QueueStats(msgspec.Struct):

@@ -18,23 +18,16 @@ import concurrent.futures
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Generator, Iterable
-from typing import Any, Generic, Literal, Protocol, TypeVar, overload, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 import msgspec
 
 from pigeon.backends.base import Backend
 from pigeon.codec import TaskCodec
 from pigeon.combinators import COMBINE
-from pigeon.errors import (
-    Cancelled,
-    PigeonError,
-    ResultNotKept,
-    TaskError,
-    Timeout,
-)
+from pigeon.errors import Cancelled, PigeonError, ResultNotKept
 from pigeon.message import (
     JOIN_TASK,
-    Failure,
     JoinMode,
     JoinSpec,
     Message,
@@ -43,6 +36,16 @@ from pigeon.message import (
     Result,
     Settled,
     new_id,
+)
+from pigeon.resolution import (
+    Known,
+    Status,
+    finished,
+    outcome_error,
+    replay,
+    resolve_result,
+    run_detached,
+    status_of,
 )
 from pigeon.watchers import ProgressWatcher, ResultWatcher
 
@@ -53,7 +56,18 @@ S_co = TypeVar("S_co", covariant=True)
 
 log = logging.getLogger("pigeon")
 
-Status = Literal["pending", "succeeded", "failed", "cancelled", "dead"]
+# Status and outcome_error (now in pigeon.resolution) are still importable from here.
+__all__ = [
+    "CombinedPromise",
+    "Host",
+    "LocalPromise",
+    "MessagePromise",
+    "Promise",
+    "ResultWatcher",
+    "Status",
+    "TaskLike",
+    "outcome_error",
+]
 
 
 class Host(Protocol):
@@ -98,7 +112,7 @@ class Promise(Generic[R]):
     """The eventual outcome of work: awaitable, with ``result()``, callbacks and combinators."""
 
     _app: Host | None
-    _outcome: tuple[bool, Any] | None = None  # (fulfilled, value or exception) once known
+    _outcome: Known | None = None  # (fulfilled, value or exception) once known here
 
     def __await__(self) -> Generator[Any, None, R]:
         return self._get().__await__()
@@ -118,28 +132,19 @@ class Promise(Generic[R]):
         Raises pigeon.Timeout when ``timeout`` seconds pass first (the work goes on).
         """
         if self._app is None:
-            return _run_detached(self._resolve(), timeout)
+            return run_detached(self._resolve(), timeout)
         return self._app.call_sync(self._resolve(), timeout)
 
     @property
     def status(self) -> Status:
         """The outcome as known here, without asking the backend: ``pending`` until seen."""
-        if self._outcome is None:
-            return "pending"
-        fulfilled, value = self._outcome
-        if fulfilled:
-            return "succeeded"
-        if isinstance(value, Cancelled):
-            return "cancelled"
-        if isinstance(value, TaskError) and value.state == "dead":
-            return "dead"
-        return "failed"
+        return status_of(self._outcome)
 
     def _remember(self, fulfilled: bool, value: Any) -> None:
         if self._outcome is None:
             self._outcome = (fulfilled, value)
 
-    def _peek(self) -> tuple[bool, Any] | None:
+    def _peek(self) -> Known | None:
         """The outcome if it is known here without waiting (the combinators' "already
         settled"), else None."""
         return self._outcome
@@ -209,7 +214,7 @@ class Promise(Generic[R]):
 
     def _derive(self, coro: Awaitable[Any]) -> Promise[Any]:
         if self._app is None:
-            return LocalPromise(None, _detached_future(coro))
+            return LocalPromise(None, asyncio.ensure_future(coro))
         return LocalPromise(self._app, self._app.start(coro))
 
     def _follow(self, task: TaskLike[Any], mode: Mode) -> Promise[Any]:
@@ -356,7 +361,7 @@ class MessagePromise(Promise[R]):
 
     async def _resolve(self) -> R:
         if self._outcome is not None:
-            return _replay(self._outcome)  # type: ignore[no-any-return]
+            return replay(self._outcome)  # type: ignore[no-any-return]
         mid = await self._confirm()
         if not self._kept:
             raise ResultNotKept(f"message {mid} was sent with fire(): no outcome is kept")
@@ -376,17 +381,9 @@ class MessagePromise(Promise[R]):
         return through.decoder
 
     def _settle(self, result: Result, decoder: TaskLike[Any] | None = None) -> R:
-        if result.state == "succeeded":
-            raw = bytes(result.value) if result.value is not None else b"null"
-            if decoder is None:
-                value = msgspec.json.decode(raw)
-            else:
-                value = decoder.codec.decode_result(raw)
-            self._remember(True, value)
-            return value  # type: ignore[no-any-return]
-        exc = outcome_error(result)
-        self._remember(False, exc)
-        raise exc
+        known = resolve_result(result, decoder.codec if decoder is not None else None)
+        self._remember(*known)
+        return replay(known)  # type: ignore[no-any-return]
 
     def _follow(self, task: TaskLike[Any], mode: Mode) -> Promise[Any]:
         app = self.app
@@ -470,7 +467,7 @@ class LocalPromise(Promise[R]):
 
     async def _resolve(self) -> R:
         if self._outcome is not None:
-            return _replay(self._outcome)  # type: ignore[no-any-return]
+            return replay(self._outcome)  # type: ignore[no-any-return]
         try:
             value = await asyncio.shield(asyncio.wrap_future(self._future))
         except asyncio.CancelledError:
@@ -485,9 +482,9 @@ class LocalPromise(Promise[R]):
         self._remember(True, value)
         return value  # type: ignore[no-any-return]
 
-    def _peek(self) -> tuple[bool, Any] | None:
-        if self._outcome is None:
-            _peek_future(self, self._future)
+    def _peek(self) -> Known | None:
+        if self._outcome is None and (known := finished(self._future)) is not None:
+            self._remember(*known)
         return self._outcome
 
 
@@ -502,7 +499,7 @@ class CombinedPromise(Promise[Any]):
 
     async def _resolve(self) -> Any:
         if self._outcome is not None:
-            return _replay(self._outcome)
+            return replay(self._outcome)
         if self._started is None:
             self._started = asyncio.ensure_future(COMBINE[self._mode](_futures(self._inputs)))
         assert isinstance(self._started, asyncio.Future)
@@ -514,9 +511,10 @@ class CombinedPromise(Promise[Any]):
         self._remember(True, value)
         return value
 
-    def _peek(self) -> tuple[bool, Any] | None:
-        if self._outcome is None and self._started is not None:
-            _peek_future(self, self._started)
+    def _peek(self) -> Known | None:
+        started = self._started
+        if self._outcome is None and started is not None and (known := finished(started)):
+            self._remember(*known)
         return self._outcome
 
     def _follow(self, task: TaskLike[Any], mode: Mode) -> Promise[Any]:
@@ -550,33 +548,6 @@ class CombinedPromise(Promise[Any]):
         return promise
 
 
-def _peek_future(
-    promise: Promise[Any], future: asyncio.Future[Any] | concurrent.futures.Future[Any]
-) -> None:
-    """Remember the outcome of a computation that has finished (not one that was cancelled)."""
-    if future.done() and not future.cancelled():
-        error = future.exception()
-        promise._remember(error is None, future.result() if error is None else error)
-
-
-def outcome_error(result: Result) -> Exception:
-    """The exception a rejected promise raises for a stored outcome."""
-    if result.state == "cancelled":
-        how = result.error.message if result.error is not None else "cancelled before it ran"
-        return Cancelled(f"message {result.id} was {how}")
-    error = result.error or Failure("UnknownError", "the task failed without an error record")
-    return TaskError(
-        error.type, error.message, error.traceback, error.id or result.id, result.state
-    )
-
-
-def _replay(outcome: tuple[bool, Any]) -> Any:
-    fulfilled, value = outcome
-    if fulfilled:
-        return value
-    raise value
-
-
 def _is_task(handler: Any) -> bool:
     return isinstance(handler, TaskLike)
 
@@ -589,23 +560,6 @@ async def _adopt(value: Any) -> Any:
             raise TypeError("a handler returned the very promise it settles (a chaining cycle)")
         value = await value
     return value
-
-
-def _detached_future(coro: Awaitable[Any]) -> asyncio.Future[Any]:
-    return asyncio.ensure_future(coro)
-
-
-def _run_detached(coro: Awaitable[T], timeout: float | None) -> T:
-    """Run a promise without an App (only plain values in it) in a loop of its own."""
-
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    try:
-        return asyncio.run(bounded())
-    except TimeoutError:
-        raise Timeout(f"no outcome within {timeout} s") from None
 
 
 # combinators ---------------------------------------------------------------------------

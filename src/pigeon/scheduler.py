@@ -17,11 +17,22 @@ Why each tick is sent exactly once, however many workers run and whichever of th
   if two schedulers ever send the same tick (a leader that stalled past its lock's expiry),
   the backend stores the first and ignores the other. Tick messages keep their key (and
   outcome) at least ``catch_up`` plus a minute, longer than any scheduler can look back.
-- **No missed tick.** A scheduler that has just become leader does not know what its
-  predecessor sent, so it sends every tick of the last ``catch_up`` seconds (30 by
-  default) plus one round (``RENEW``); those already sent are deduplicated by their keys.
-  A tick that fell due while no worker ran at all is sent late if it is at most that old,
-  and skipped if older.
+- **No missed tick, and no burst.** The backend keeps, per schedule, its *mark*: the time
+  up to which every tick has been sent (``Backend.schedules``, ``Backend.mark_schedules``;
+  a mark only moves forward, so a stalled ex-leader cannot rewind it). A scheduler that
+  becomes leader reads the marks of its schedules and sends the ticks after them; it raises
+  the marks after each round that sent ticks, once the ticks are stored (a leader that dies
+  in between leaves them unmarked: its successor sends them again, and their keys
+  deduplicate them). A schedule with no mark was never seen: its ticks start from the
+  moment it is first seen, and its mark is written at once, so a new schedule on a new
+  database never sends a burst of ticks that were never due.
+- **Missed ticks.** A new leader looks back at most ``catch_up`` seconds (30 by default)
+  plus one round (``RENEW``): older ticks are skipped. Of the ticks in that window that
+  fell due more than ``TTL + RETRY + RENEW`` seconds ago (while no worker led: an outage),
+  ``missed="latest"`` (the default, as Kubernetes CronJobs) sends only the latest, and
+  ``missed="all"`` sends every one. Ticks within those last ``TTL + RETRY + RENEW``
+  seconds are always sent: a killed leader is replaced at most ``TTL + RETRY`` seconds
+  after its last round, so a handover loses no tick.
 
 Ticks are computed on the backend's clock. ``every`` ticks at whole multiples of the interval
 since the Unix epoch (``every=timedelta(hours=1)`` ticks on the hour, UTC); ``cron`` (five
@@ -33,6 +44,7 @@ the task, with no arguments; ``pigeon.current().tick`` is its scheduled time.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import inspect
 import logging
@@ -41,7 +53,7 @@ import time
 import zoneinfo
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, tzinfo
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict, get_args
 
 import msgspec
 
@@ -66,6 +78,9 @@ KEY_MARGIN = 60.0
 #: Ticks sent per enqueue call (one round trip each).
 BATCH = 500
 
+#: Which missed ticks (fallen due while no worker led) a new leader sends: the latest, or all.
+Missed = Literal["latest", "all"]
+
 
 class PeriodicOptions(TypedDict, total=False):
     """The task options ``App.periodic`` takes besides the schedule (see ``TaskOptions``)."""
@@ -85,9 +100,12 @@ class PeriodicOptions(TypedDict, total=False):
 class Timing:
     """When a schedule ticks: a cron expression in a time zone, or a fixed interval.
 
+    ``catch_up`` is how late a tick may still be sent; ``missed`` which of the ticks missed
+    in an outage are (see the module docstring).
+
     Raises ConfigError, naming what is wrong, for a bad expression, an unknown time zone,
-    both or neither of ``cron`` and ``every``, or an interval that is not a whole number of
-    seconds of at least one.
+    both or neither of ``cron`` and ``every``, an interval that is not a whole number of
+    seconds of at least one, or a ``missed`` that is not ``"latest"`` or ``"all"``.
     """
 
     def __init__(
@@ -97,6 +115,7 @@ class Timing:
         every: timedelta | float | None = None,
         tz: str | tzinfo | None = None,
         catch_up: timedelta | float | None = None,
+        missed: Missed = "latest",
     ) -> None:
         if (cron is None) == (every is None):
             raise ConfigError("a periodic task needs cron=... or every=..., and not both")
@@ -104,6 +123,12 @@ class Timing:
         if window < 0:
             raise ConfigError(f"catch_up must be >= 0 seconds, not {window}")
         self.catch_up = window
+        if missed not in get_args(Missed):
+            raise ConfigError(
+                f'missed={missed!r}: say which missed ticks a new leader sends, "latest"'
+                ' (only the latest of them) or "all" (every one within catch_up)'
+            )
+        self.missed: Missed = missed
         self.cron = cron
         self.every: int | None = None
         self.tz: tzinfo = zoneinfo.ZoneInfo("UTC")
@@ -212,7 +237,8 @@ class Scheduler:
     """Sends the ticks of ``schedules`` while ``owner`` (a worker id) leads.
 
     ``enqueue`` stores a batch of tick messages and returns the ids that stand for them (the
-    App's ``enqueue``: signed, with events); ``backend`` holds the lock and tells the time.
+    App's ``enqueue``: signed, with events); ``backend`` holds the lock and the marks, and
+    tells the time.
     Runs inside a worker (``run``), owned by the worker's TaskGroup, until the worker stops.
     """
 
@@ -239,8 +265,14 @@ class Scheduler:
         self.retry = retry
         self.leading = False
         self.sent = 0
-        # Per schedule, the backend time up to which this leader has sent every tick.
+        #: Missed ticks this recent are always sent: a dead leader's successor leads at most
+        #: ttl + retry after its last round, and one more round covers the rounds' latency.
+        self.grace = ttl + retry + renew
+        # Per schedule, the backend time up to which every tick has been sent, as this
+        # leader knows it (empty: not leading, or the term's marks are not read yet) ...
         self._sent_up_to: dict[str, float] = {}
+        # ... and the schedules whose mark in the backend is behind it.
+        self._unmarked: set[str] = set()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Lead or stand by until ``stopping`` is set; then hand the lock over."""
@@ -282,7 +314,8 @@ class Scheduler:
             log.warning("worker %s no longer leads the scheduler: the lock expired", self.owner)
         self.leading = leading
         if not leading:
-            self._sent_up_to.clear()  # a later term starts by catching up
+            self._sent_up_to.clear()  # a later term starts from the backend's marks
+            self._unmarked.clear()
             return self.retry
         try:
             await self._send_due(now)
@@ -294,13 +327,14 @@ class Scheduler:
         return min(self.renew, max(upcoming - now + 0.001, 0.001))
 
     async def _send_due(self, now: float) -> None:
+        if not self._sent_up_to:  # the first round of a term
+            await self._read_marks(now)
         messages: list[Message] = []
         for s in self.schedules:
-            # A tick may be late by catch_up, plus the round it waited for (even with a
-            # catch_up of 0, a leader sends its ticks a moment after they fall due).
-            lookback = s.timing.catch_up + self.renew
-            since = max(self._sent_up_to.get(s.name, -math.inf), now - lookback)
-            messages.extend(s.message(t) for t in s.timing.ticks(since, now))
+            due = self._due(s, now)
+            if due:
+                messages.extend(s.message(t) for t in due)
+                self._unmarked.add(s.name)
         for i in range(0, len(messages), BATCH):
             batch = messages[i : i + BATCH]
             ids = await self.enqueue(batch)
@@ -310,6 +344,35 @@ class Scheduler:
                 log.debug("scheduler sent %d ticks (%d already sent)", fresh, len(batch) - fresh)
         for s in self.schedules:
             self._sent_up_to[s.name] = now
+        if self._unmarked:
+            # Only once the ticks are stored: a leader that dies before this leaves them
+            # to its successor, whose sends of them the keys deduplicate.
+            await self.backend.mark_schedules({n: self._sent_up_to[n] for n in self._unmarked})
+            self._unmarked.clear()
+
+    async def _read_marks(self, now: float) -> None:
+        """Learn what the previous leaders sent: the backend's marks of our schedules."""
+        marks = await self.backend.schedules([s.name for s in self.schedules])
+        for s in self.schedules:
+            if s.name in marks:
+                self._sent_up_to[s.name] = marks[s.name]
+            else:
+                # Never seen: no tick of it was ever due, so it starts now (marked at once).
+                log.info("periodic task %s is new (no mark yet): it ticks from now", s.name)
+                self._sent_up_to[s.name] = now
+                self._unmarked.add(s.name)
+
+    def _due(self, s: Schedule, now: float) -> list[float]:
+        """The ticks of ``s`` to send at ``now``: those after its mark, within catch_up."""
+        # A tick may be late by catch_up, plus the round it waited for (even with a catch_up
+        # of 0, a leader sends its ticks a moment after they fall due).
+        since = max(self._sent_up_to[s.name], now - (s.timing.catch_up + self.renew))
+        ticks = s.timing.ticks(since, now)
+        if s.timing.missed == "all":
+            return ticks
+        # Ticks older than the grace fell due while no one led (an outage): the latest only.
+        missed = bisect.bisect_right(ticks, now - self.grace)
+        return ticks[max(missed - 1, 0) :]
 
     async def _resign(self) -> None:
         self.leading = False

@@ -246,11 +246,7 @@ class Task(Generic[P, R]):
             for i, (args, kwargs) in enumerate(zip(raw_args, raw_kwargs, strict=True)):
                 if len(args) + len(kwargs) > limit:
                     raise EncodeError(f"calls[{i}]: {self._too_large(len(args) + len(kwargs))}")
-        now = time.time()
-        shared: dict[str, Any] = {"created_at": now}
-        if opts.expires is not None and not isinstance(opts.expires, datetime):
-            shared["expires_at"] = now + opts.expires
-        base = msgspec.structs.replace(self._template_for(opts, result_ttl), **shared)
+        base = msgspec.structs.replace(self._template_for(opts, result_ttl), created_at=time.time())
         replace = msgspec.structs.replace
         ids = new_ids(len(calls))
         if all(args is EMPTY_ARGS for args in raw_args):
@@ -299,15 +295,12 @@ class Task(Generic[P, R]):
         result_ttl: float | None,
         **extra: Any,
     ) -> Message:
-        now = time.time()
         template = self._template_for(opts, result_ttl)
-        fields: dict[str, Any] = {"id": new_id(), "created_at": now, **extra}
+        fields: dict[str, Any] = {"id": new_id(), "created_at": time.time(), **extra}
         if raw_args is not None and raw_args is not EMPTY_ARGS:
             fields["args"] = raw_args
         if raw_kwargs is not None:
             fields["kwargs"] = raw_kwargs
-        if opts.expires is not None and not isinstance(opts.expires, datetime):
-            fields["expires_at"] = now + opts.expires
         return msgspec.structs.replace(template, **fields)
 
     def _template_for(self, opts: TaskOptions, result_ttl: float | None) -> Message:
@@ -319,7 +312,12 @@ class Task(Generic[P, R]):
         return template
 
     def _template(self, opts: TaskOptions, result_ttl: float | None) -> Message:
-        """What every message sent with these options shares (built once per options)."""
+        """What every message sent with these options shares (built once per options).
+
+        A relative ``expires`` (like ``delay``) travels as it is and the backend resolves it
+        on its own clock at enqueue: the sender's clock decides no time.
+        """
+        expires = opts.expires
         return Message(
             id="",
             task=self.name,
@@ -332,7 +330,8 @@ class Task(Generic[P, R]):
             timeout=opts.timeout,
             lease=opts.lease,
             key=opts.key,
-            expires_at=_epoch(opts.expires) if isinstance(opts.expires, datetime) else None,
+            expires_at=_epoch(expires) if isinstance(expires, datetime) else None,
+            expires=None if expires is None or isinstance(expires, datetime) else expires,
             result_ttl=opts.result_ttl if result_ttl is None else result_ttl,
         )
 

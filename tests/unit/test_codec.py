@@ -560,6 +560,7 @@ messages = st.builds(
     ),
     headers=st.dictionaries(texts, texts, max_size=3),
     created_at=finite,
+    expires=st.none() | finite,
 )
 
 

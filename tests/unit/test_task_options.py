@@ -82,3 +82,40 @@ def test_urls_are_shown_without_their_passwords(url: str, shown: str) -> None:
     from pigeon.backends.base import redact
 
     assert redact(url) == shown
+
+
+def test_a_relative_expiry_travels_relative_and_the_sender_clock_sets_no_expiry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import types
+
+    import pigeon.task
+    from pigeon.backends.base import plain_options
+
+    app = pigeon.App("memory://")
+    task = app.task()(_noop)
+    # The sender's clock an hour behind: nothing it makes may depend on it but created_at.
+    monkeypatch.setattr(pigeon.task, "time", types.SimpleNamespace(time=lambda: 1000.0))
+    opts = task.options(expires=60).opts
+
+    one = task.message((), {}, opts)
+    many = task.messages([(), ()], opts)
+
+    for m in [one, *many]:
+        assert (m.expires, m.expires_at, m.created_at) == (60, None, 1000.0)
+    # A bulk send keeps the shared-options fast path, relative expiry included.
+    shared = plain_options(many)
+    assert shared is not None
+    assert shared.expires == 60
+
+
+def test_an_expiry_given_as_a_datetime_stays_absolute() -> None:
+    from datetime import UTC, datetime
+
+    app = pigeon.App("memory://")
+    task = app.task()(_noop)
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+
+    m = task.message((), {}, task.options(expires=at).opts)
+
+    assert (m.expires, m.expires_at) == (None, at.timestamp())

@@ -17,7 +17,8 @@ Enqueue
     A message is ``waiting`` when it has ``after`` and that message has no stored outcome
     yet, or when it is a ``join`` whose members have not settled as its mode requires;
     ``scheduled`` when its due time (``max(now + delay, run_at)``, backend clock) is in the
-    future; otherwise ``pending``.
+    future; otherwise ``pending``. The backend's clock at enqueue is the message's
+    ``sent_at`` (``inspect``), never the sender's ``created_at``.
 
 Fetch
     ``fetch(queues, limit, worker, lease, wait)`` leases up to ``limit`` due messages, from
@@ -31,7 +32,10 @@ Fetch
     has run out ``max_deliveries`` times without a settle, the fetch that finds it
     dead-letters it as poison instead of delivering it; expired and poison messages do not
     take a place in ``limit``.
-    A message whose ``expires_at`` has passed is settled ``dead`` (expired) instead.
+    A message whose expiry has passed is settled ``dead`` (expired) instead. Its expiry is
+    resolved at enqueue on the backend's clock, as its due time is: the earlier of
+    ``expires_at`` (absolute) and now + ``expires`` (relative), when set; a ``requeue``
+    resolves a relative ``expires`` afresh from the time of the requeue.
     Two concurrent fetches never lease the same message. When nothing is due, fetch waits up
     to ``wait`` seconds for a message to become due (pushed where the broker can, polled
     otherwise) before it returns an empty list.
@@ -107,6 +111,16 @@ Coordination
     otherwise it does nothing. Locks need no other cleanup (an expired lock is free), and
     ``sweep`` may delete expired ones.
 
+Schedules
+    The scheduler's memory of what it sent (see ``pigeon.scheduler``): per schedule name, a
+    *mark*, the backend time (epoch seconds) up to which every tick of the schedule has been
+    sent. ``schedules(names)`` returns the stored marks among ``names`` (a name never marked
+    is absent), in one round trip however many names. ``mark_schedules(marks)`` stores each
+    mark as ``max(stored, given)``, all in one round trip: a mark never moves back, so a
+    stalled ex-leader that marks late cannot rewind what its successor recorded. Marks are
+    exactly the floats given (not rounded), never expire, and ``sweep`` leaves them alone
+    (one tiny record per schedule).
+
 Rate limits
     ``take(takes)`` hands out start slots from token buckets by the generic cell rate
     algorithm, one ``Take`` at a time in the order given, and returns for each the seconds
@@ -148,7 +162,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -228,6 +242,8 @@ class Backend(Protocol):
     async def cancelling(self, leases: Sequence[Lease]) -> set[str]: ...
     async def lock(self, name: str, owner: str, ttl: float) -> bool: ...
     async def unlock(self, name: str, owner: str) -> None: ...
+    async def schedules(self, names: Collection[str]) -> dict[str, float]: ...
+    async def mark_schedules(self, marks: Mapping[str, float]) -> None: ...
     async def take(self, takes: Sequence[Take]) -> list[float]: ...
     async def acquire(self, slots: Sequence[Slot]) -> list[bool]: ...
     async def release_slots(self, slots: Sequence[Slot]) -> None: ...
@@ -264,6 +280,18 @@ class MigratingBackend(Protocol):
 
     async def migrate(self) -> list[str]: ...
     async def schema_version(self) -> int: ...
+
+
+@runtime_checkable
+class RetryingBackend(Protocol):
+    """A backend whose calls keep retrying while the server is unreachable (a restart, a
+    failover, a dropped connection), for up to ``retry_for`` seconds per call, before they
+    raise BackendError (``redis://``: see its ``retry_for`` URL parameter). Workers keep the
+    default, long enough to ride out a restart; an interactive caller that would rather say
+    at once that the server is down (the ``pigeon`` CLI) lowers it before the first call. A
+    capability, not part of ``Backend``: the other backends do not retry."""
+
+    retry_for: float
 
 
 _SECRET_WORDS = ("password", "secret")
@@ -344,11 +372,13 @@ class PlainOptions(NamedTuple):
     lease: float
     expires_at: float | None
     result_ttl: float
+    #: Relative (seconds from enqueue, backend clock), like ``delay``.
+    expires: float | None
 
 
 _plain_fields = operator.attrgetter(
     "queue", "task", "priority", "delay", "run_at", "max_deliveries", "lease", "expires_at",
-    "result_ttl", "key", "after", "join",
+    "result_ttl", "expires", "key", "after", "join",
 )  # fmt: skip
 _NOT_LINKED = (None, None, None)
 
@@ -359,12 +389,12 @@ def plain_options(messages: Sequence[Message]) -> PlainOptions | None:
     task's sends), else None. Such a batch needs neither deduplication by key nor links to
     other messages, and backends store it along a leaner path (only ids and bodies differ)."""
     first = _plain_fields(messages[0])
-    if first[9:] != _NOT_LINKED:
+    if first[10:] != _NOT_LINKED:
         return None
     for m in messages:
         if _plain_fields(m) != first:
             return None
-    return PlainOptions(*first[:9])
+    return PlainOptions(*first[:10])
 
 
 class Poller:

@@ -2,11 +2,11 @@
 
 ``base.py`` states the contract; this module holds the steps of it that are not the
 broker's business: how ``stats`` counts, which outcome of a batch a ``settle`` applies and
-what it answers, the state a new message starts in, and how the leases of a fetch whose
-caller was cancelled are handed back. Each backend reads its rows and calls these; none of
-them costs a round trip. (What needs the broker's atomicity, such as advancing a join when
-its member settles, stays in the backend's Lua or SQL: the conformance suite checks that
-every copy agrees.)
+what it answers, the state a new message starts in and when it expires, and how the leases
+of a fetch whose caller was cancelled are handed back (``inspect``'s rule is in
+``info.py``). Each backend reads its rows and calls these; none of them costs a round trip.
+(What needs the broker's atomicity, such as advancing a join when its member settles, stays
+in the backend's Lua or SQL: the conformance suite checks that every copy agrees.)
 """
 
 from __future__ import annotations
@@ -151,6 +151,15 @@ def first_state(
     if m.after is not None and m.after not in outcomes:
         return "waiting", None
     return "pending", None
+
+
+def expiry(m: Message, now: float) -> float | None:
+    """When ``m`` expires, stored at ``now`` (backend clock): the earlier of its absolute
+    ``expires_at`` and ``now`` + its relative ``expires``, or None when it has neither."""
+    if m.expires is None:
+        return m.expires_at
+    relative = now + m.expires
+    return relative if m.expires_at is None else min(m.expires_at, relative)
 
 
 def dependencies(messages: Iterable[Message]) -> list[str]:

@@ -16,12 +16,17 @@ import click
 
 from pigeon.app import App
 from pigeon.backends import DEFAULT_URL, Backend, redact
+from pigeon.backends.base import RetryingBackend
 from pigeon.errors import ConfigError, PigeonError
 
 T = TypeVar("T")
 
 #: Seconds a control command waits for the backend before it says it did not answer.
 BACKEND_TIMEOUT = 30.0
+#: Seconds a verb's backend calls keep retrying a server that cannot be reached, on a
+#: backend that retries (Redis: 30 s by default, for workers to ride out a restart): long
+#: enough for a blip, short enough to say at once, in one line, that the server is down.
+RETRY_FOR = 3.0
 
 
 @dataclass
@@ -84,14 +89,18 @@ def load_app(spec: str) -> App:
 
 
 def app_for(state: CommandState, app_spec: str | None, url: str | None) -> App:
-    """The App of APP, or one on ``url`` (default: ``PIGEON_URL``, else the default URL);
-    its URL is added to those whose password errors hide."""
+    """The App of APP, or one on ``url`` (default: ``PIGEON_URL``, else the default URL),
+    for a verb other than ``worker``: its backend retries an unreachable server for at most
+    ``RETRY_FOR`` seconds. Its URL is added to those whose password errors hide."""
     if app_spec and url:
         raise ConfigError("give APP or --url, not both (the App has its own URL)")
     app = (
         load_app(app_spec) if app_spec else App(url or os.environ.get("PIGEON_URL") or DEFAULT_URL)
     )
     state.urls.add(app.url)
+    backend = app.backend
+    if isinstance(backend, RetryingBackend):
+        backend.retry_for = min(backend.retry_for, RETRY_FOR)
     return app
 
 

@@ -146,7 +146,7 @@ def inspect_(state: CommandState, message_id: str, app_spec: str | None, url: st
             grid.add_row("error", f"[red]{escape(r.error.type)}[/]: {escape(r.error.message)}")
             traceback = r.error.traceback
     if info.body is not None:
-        for label, value in _message_rows(info.body, now):
+        for label, value in _message_rows(info.body, now, info.sent_at):
             grid.add_row(label, escape(value))
     out.print(grid)
     if traceback:
@@ -161,8 +161,10 @@ def _progress_line(report: TaskProgress | None) -> str:
     return " ".join(p for p in parts if p)
 
 
-def _message_rows(body: bytes, now: float) -> list[tuple[str, str]]:
-    """The stored message, as rows for ``inspect``: its arguments decoded as JSON."""
+def _message_rows(body: bytes, now: float, sent_at: float | None) -> list[tuple[str, str]]:
+    """The stored message, as rows for ``inspect``: its arguments decoded as JSON. Times are
+    the backend's: ``sent_at`` is when it stored the message (the body's ``created_at``, the
+    sender's clock, only stands in for it when the backend does not know)."""
     try:
         m = codec.decode_message(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -181,10 +183,17 @@ def _message_rows(body: bytes, now: float) -> list[tuple[str, str]]:
         rows.append(
             ("join", f"{m.join.mode} of {len(m.join.members)}: {', '.join(m.join.members)}")
         )
-    if m.expires_at is not None:
-        rows.append(("expires", format_when(m.expires_at, now)))
-    if m.created_at:
-        rows.append(("sent", format_when(m.created_at, now)))
+    sent = sent_at if sent_at is not None else m.created_at or None
+    expires = m.expires_at
+    if m.expires is not None and sent is not None:
+        relative = sent + m.expires  # as the backend resolved it when it stored the message
+        expires = relative if expires is None else min(expires, relative)
+    if expires is not None:
+        rows.append(("expires", format_when(expires, now)))
+    elif m.expires is not None:
+        rows.append(("expires", f"{m.expires:g}s after it was sent"))
+    if sent is not None:
+        rows.append(("sent", format_when(sent, now)))
     for name, value in sorted(m.headers.items()):
         rows.append((f"header {name}", value))
     return rows

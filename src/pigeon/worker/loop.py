@@ -34,6 +34,7 @@ from pigeon.worker.reporting import Reporter
 
 if TYPE_CHECKING:
     from pigeon.app import App
+    from pigeon.backends.base import Backend
 
 log = logging.getLogger("pigeon.worker")
 
@@ -75,6 +76,31 @@ class _Running:
         self.extended_at = time.monotonic()
         self.task_name = ""  # known once the message is decoded (for events)
         self.queue = ""
+
+
+class _Session:
+    """What one ``Worker.run`` works with, made from the opened backend once it starts (the
+    Gate and the Reporter belong to the running loop): the settle batch, the events
+    publisher (None when the App publishes none), the limits gate, the progress reporter and
+    the executor."""
+
+    __slots__ = ("backend", "events", "executor", "gate", "reporter", "settler")
+
+    def __init__(
+        self,
+        backend: Backend,
+        settler: Batcher[Outcome, bool],
+        events: Publisher | None,
+        gate: Gate,
+        reporter: Reporter,
+        executor: Executor,
+    ) -> None:
+        self.backend = backend
+        self.settler = settler
+        self.events = events
+        self.gate = gate
+        self.reporter = reporter
+        self.executor = executor
 
 
 class Worker:
@@ -125,6 +151,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._started_at = time.time()
         self._exit_code = EXIT_OK
+        self._session: _Session | None = None  # what run() works with, made once it starts
 
     def stop(self) -> None:
         """Ask the worker to stop: no more fetching; running tasks get ``grace`` seconds."""
@@ -134,25 +161,38 @@ class Worker:
     def running(self) -> int:
         return len(self._running)
 
-    async def run(self) -> int:
-        """Work until stopped; returns the exit code (0, or 3 when unhealthy)."""
-        backend = await self.app.open()
-        self._backend = backend
-        self._settler: Batcher[Outcome, bool] = Batcher(backend.settle)
-        self._events = Publisher(backend) if self.app.publish_events else None
-        self._gate = Gate(backend)
-        self._reporter = Reporter(backend)
-        self.executor = Executor(
+    @property
+    def _live(self) -> _Session:
+        """The session of the run in progress (the coroutines below run only inside it)."""
+        session = self._session
+        if session is None:
+            raise RuntimeError(f"worker {self.id} is not running: call run() first")
+        return session
+
+    def _start_session(self, backend: Backend) -> _Session:
+        """What this run works with, on the opened backend and the running loop."""
+        gate = Gate(backend)
+        reporter = Reporter(backend)
+        executor = Executor(
             self.app.tasks,
             backend.results,
             self.threads,
             self.app.flush,
             signer=self.app.signer,
             max_payload=self.app.max_payload,
-            gate=self._gate,
+            gate=gate,
             on_start=self._on_start,
-            reporter=self._reporter,
+            reporter=reporter,
         )
+        events = Publisher(backend) if self.app.publish_events else None
+        session = _Session(backend, Batcher(backend.settle), events, gate, reporter, executor)
+        self._session = session
+        return session
+
+    async def run(self) -> int:
+        """Work until stopped; returns the exit code (0, or 3 when unhealthy)."""
+        backend = await self.app.open()
+        session = self._start_session(backend)
         log.info(
             "worker %s: queues %s, concurrency %d, backend %s",
             self.id,
@@ -175,8 +215,8 @@ class Worker:
                 keeper.cancel()
                 beat.cancel()
         finally:
-            self.executor.shutdown()
-            self._gate.close()
+            session.executor.shutdown()
+            session.gate.close()
             try:
                 await backend.retire(self.id)
             except Exception as exc:
@@ -206,7 +246,7 @@ class Worker:
                 # leased meanwhile is released), awaited directly: asyncio.wait on it and
                 # the stop would cost an event-loop iteration and a set per fetch.
                 fetch = self._fetching = asyncio.ensure_future(
-                    self._backend.fetch(queues, room, self.id, wait=1.0)
+                    self._live.backend.fetch(queues, room, self.id, wait=1.0)
                 )
                 try:
                     deliveries = await fetch
@@ -271,14 +311,13 @@ class Worker:
         held = self._running.get(d.id)
         if held is not None:
             held.task_name, held.queue = m.task, m.queue
-        if self._events is not None:
-            self._events.emit(
-                Event("started", d.id, m.task, m.queue, time.time(), d.attempt, self.id)
-            )
+        events = self._live.events
+        if events is not None:
+            events.emit(Event("started", d.id, m.task, m.queue, time.time(), d.attempt, self.id))
 
     async def _run_one(self, d: Delivery, cancellation: Cancellation) -> None:
         try:
-            outcome = await self.executor.process(d, cancellation)
+            outcome = await self._live.executor.process(d, cancellation)
         except Deferred as deferred:
             # Over a rate or concurrency limit: back to the backend, due again later.
             log.debug("%s deferred %.3fs: %s", d.id, deferred.delay, deferred)
@@ -306,9 +345,10 @@ class Worker:
         self.done += 1
         if self.max_tasks is not None and self.done >= self.max_tasks:
             self._stopping.set()
-        if self._events is not None:
+        events = self._live.events
+        if events is not None:
             name, queue = (held.task_name, held.queue) if held is not None else ("", "")
-            self._events.emit(outcome_event(outcome, name, queue, self.id))
+            events.emit(outcome_event(outcome, name, queue, self.id))
         await self._settle(outcome)
 
     def _forget(self, mid: str) -> None:
@@ -324,7 +364,7 @@ class Worker:
         deadline = time.monotonic() + max(self.grace, 30.0)
         while True:
             try:
-                applied = await self._settler.submit(outcome)
+                applied = await self._live.settler.submit(outcome)
             except Exception as exc:
                 if time.monotonic() > deadline:
                     log.error("giving up settling %s after repeated errors: %s", outcome.id, exc)
@@ -347,14 +387,13 @@ class Worker:
     ) -> None:
         """Give leases back (due again after ``delay``); ``task`` and ``queue``, when known
         (the message was decoded), go into the "released" events."""
-        if self._events is not None:
+        events = self._live.events
+        if events is not None:
             now = time.time()
             for lease in leases:
-                self._events.emit(
-                    Event("released", lease.id, task, queue, now, lease.attempt, self.id)
-                )
+                events.emit(Event("released", lease.id, task, queue, now, lease.attempt, self.id))
         try:
-            await self._backend.release(leases, delay)
+            await self._live.backend.release(leases, delay)
         except Exception as exc:
             log.warning(
                 "could not release %d messages (they return when their lease ends): %s",
@@ -382,7 +421,7 @@ class Worker:
                 await self._keep_buffered(now, due)
             if due:
                 try:
-                    lost = await self._backend.extend(due)
+                    lost = await self._live.backend.extend(due)
                 except Exception as exc:
                     log.warning("extending %d leases failed, retrying: %s", len(due), exc)
                 else:
@@ -431,7 +470,7 @@ class Worker:
         if not leases:
             return
         try:
-            cancelled = await self._backend.cancelling(leases)
+            cancelled = await self._live.backend.cancelling(leases)
         except Exception as exc:
             log.warning(
                 "asking which of %d running messages were cancelled failed: %s", len(leases), exc
@@ -458,13 +497,13 @@ class Worker:
                 started_at=self._started_at,
             )
             try:
-                await self._backend.heartbeat(info, ttl=self.heartbeat_every * 3)
+                await self._live.backend.heartbeat(info, ttl=self.heartbeat_every * 3)
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
             if time.monotonic() - swept > 60:
                 swept = time.monotonic()
                 try:
-                    await self._backend.sweep()
+                    await self._live.backend.sweep()
                 except Exception as exc:
                     log.warning("sweeping expired outcomes failed: %s", exc)
             await asyncio.sleep(self.heartbeat_every)
@@ -484,10 +523,11 @@ class Worker:
             if pending:
                 log.info("released %d unfinished tasks for another worker", len(pending))
                 await asyncio.gather(*pending, return_exceptions=True)
-        await self._settler.drain()
-        await self._reporter.drain()
-        if self._events is not None:
-            await self._events.drain()
+        session = self._live
+        await session.settler.drain()
+        await session.reporter.drain()
+        if session.events is not None:
+            await session.events.drain()
         await self.app.flush()
 
 

@@ -54,7 +54,20 @@ async def test_a_lease_commits_without_waiting_for_the_flush_and_a_settle_waits(
             60.0,
         )
         assert await committed_durably(
-            conn, sql["insert_new"], ["m2"], [b"x"], "q", "t", 0, 0.0, None, 3, 30.0, None, 60.0
+            conn,
+            sql["insert_new"],
+            ["m2"],
+            [b"x"],
+            "q",
+            "t",
+            0,
+            0.0,
+            None,
+            3,
+            30.0,
+            None,
+            60.0,
+            None,
         )
     finally:
         await conn.close()

@@ -148,7 +148,10 @@ async def test_upgrade_from_the_first_schema_version_keeps_the_data_and_every_op
         assert await backend.settle([Outcome(delivery.id, 1, "failed", error=error)]) == [True]
         assert (await backend.results([pending.id]))[pending.id].error == error
 
-        # What later versions added: limits, progress, events.
+        # What later versions added: limits, progress, events, the scheduler's marks.
+        await backend.mark_schedules({"tick": 1000.5})
+        await backend.mark_schedules({"tick": 999.0})
+        assert await backend.schedules(["tick", "other"]) == {"tick": 1000.5}
         assert await backend.take([Take("bucket", 10.0), Take("bucket", 10.0)]) == [0.0, 10.0]
         assert await backend.acquire([Slot("limit", "a"), Slot("limit", "b")]) == [True, False]
         await backend.report([Progress(pending.id, 0.5, "half")], ttl=60)

@@ -10,7 +10,7 @@ import asyncio
 import heapq
 import time
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -24,9 +24,9 @@ from pigeon.backends.base import (
     join_fired,
     redact,
 )
-from pigeon.backends.shared import Tally, dependencies, first_state
+from pigeon.backends.info import StoredDead, StoredMessage, message_info
+from pigeon.backends.shared import Tally, dependencies, expiry, first_state
 from pigeon.message import (
-    FINAL_STATES,
     DeadLetter,
     Delivery,
     Event,
@@ -58,6 +58,8 @@ class _Record:
     worker: str | None = None
     version: int = 0  # bumped on every state change; stale heap entries are skipped
     cancel_requested: bool = False  # cancel() was asked while it was leased
+    expires_at: float | None = None  # resolved at enqueue (shared.expiry)
+    sent_at: float = 0.0  # when it was stored
 
 
 @dataclass
@@ -88,6 +90,7 @@ class MemoryBackend:
         self._memberships: dict[str, list[str]] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
+        self._marks: dict[str, float] = {}  # schedule name -> ticks sent up to
         self._buckets: dict[str, tuple[float, float]] = {}  # bucket -> (tat, tat)
         self._slots: dict[str, dict[str, float]] = {}  # name -> holder -> expiry
         self._progress: dict[str, tuple[Progress, float]] = {}
@@ -155,7 +158,10 @@ class MemoryBackend:
                 self._keys[m.key] = (m.id, now + m.result_ttl)
             due = max(now + m.delay, m.run_at or 0.0)
             self._seq += 1
-            rec = _Record(m, codec.encode_message(m), "waiting", due, self._seq)
+            rec = _Record(
+                m, codec.encode_message(m), "waiting", due, self._seq,
+                expires_at=expiry(m, now), sent_at=now,
+            )  # fmt: skip
             self._msgs[m.id] = rec
             outcomes = {
                 ref: self._results[ref][0].state
@@ -243,7 +249,7 @@ class MemoryBackend:
                 if rec is None or rec.version != version or rec.state != "pending":
                     continue
                 m = rec.message
-                if m.expires_at is not None and m.expires_at <= now:
+                if rec.expires_at is not None and rec.expires_at <= now:
                     error = Failure("Expired", "the message expired before it could run", id=mid)
                     self._finish(rec, "dead", None, error, now)
                     continue
@@ -422,7 +428,10 @@ class MemoryBackend:
             self._results.pop(mid, None)
             m = codec.decode_message(stored[0].body)
             self._seq += 1
-            rec = _Record(m, stored[0].body, "waiting", now, self._seq)
+            rec = _Record(
+                m, stored[0].body, "waiting", now, self._seq,
+                expires_at=expiry(m, now), sent_at=now,
+            )  # fmt: skip
             self._msgs[mid] = rec
             self._make_due(rec, now)
             count += 1
@@ -452,41 +461,17 @@ class MemoryBackend:
         rec = self._msgs.get(id)
         stored = self._results.get(id)
         result = stored[0] if stored is not None and stored[1] > now else None
-        dead = self._dead.get(id)
+        message = dead = None
         if rec is not None:
             m = rec.message
-            state = rec.state
-            if state == "pending" and rec.due > now:
-                state = "scheduled"
-            return MessageInfo(
-                id,
-                state,  # type: ignore[arg-type]
-                queue=m.queue,
-                task=m.task,
-                attempt=rec.attempt,
-                failures=rec.failures,
-                run_at=rec.due,
-                lease_until=rec.lease_until if rec.state == "leased" else None,
-                worker=rec.worker,
-                result=result,
-                body=rec.body,
-                cancel_requested=rec.cancel_requested,
-            )
-        if dead is not None:
-            letter = dead[0]
-            return MessageInfo(
-                id,
-                "dead",
-                queue=letter.queue,
-                task=letter.task,
-                result=result,
-                reason=letter.reason,
-                body=letter.body,
-            )
-        if result is not None:
-            assert result.state in FINAL_STATES
-            return MessageInfo(id, result.state, result=result)
-        return None
+            message = StoredMessage(
+                rec.state, m.queue, m.task, rec.attempt, rec.failures, rec.due,
+                rec.lease_until, rec.worker, rec.body, rec.cancel_requested, rec.sent_at,
+            )  # fmt: skip
+        elif id in self._dead:
+            letter = self._dead[id][0]
+            dead = StoredDead(letter.queue, letter.task, letter.reason, letter.body)
+        return message_info(id, now, message, result, dead)
 
     async def stats(self) -> Stats:
         now = time.time()
@@ -554,6 +539,13 @@ class MemoryBackend:
         held = self._locks.get(name)
         if held is not None and held[0] == owner:
             del self._locks[name]
+
+    async def schedules(self, names: Collection[str]) -> dict[str, float]:
+        return {name: self._marks[name] for name in names if name in self._marks}
+
+    async def mark_schedules(self, marks: Mapping[str, float]) -> None:
+        for name, mark in marks.items():
+            self._marks[name] = max(self._marks.get(name, mark), float(mark))
 
     async def take(self, takes: Sequence[Take]) -> list[float]:
         now = time.time()

@@ -11,7 +11,7 @@ schema from :mod:`~pigeon.backends.postgres.schema`, the enqueue paths from
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -422,6 +422,23 @@ class PostgresBackend(Connections):
         """Free the lock ``name`` at once if ``owner`` holds it (expired or not)."""
         async with self._connection() as conn:
             await conn.execute(self._sql["unlock"], name, owner)
+
+    async def schedules(self, names: Collection[str]) -> dict[str, float]:
+        """The stored marks (ticks sent up to) among the schedules ``names``; one query."""
+        if not names:
+            return {}
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql["schedules"], list(names))
+        return {row[0]: float(row[1]) for row in rows}
+
+    async def mark_schedules(self, marks: Mapping[str, float]) -> None:
+        """Raise each schedule's mark to the one given (never lower it); one statement."""
+        if not marks:
+            return
+        async with self._connection() as conn:
+            await conn.execute(
+                self._sql["mark_schedules"], list(marks), [float(m) for m in marks.values()]
+            )
 
     async def take(self, takes: Sequence[Take]) -> list[float]:
         """Start slots from token buckets (GCRA), one take at a time in the order given: per

@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from pigeon.backends.info import StoredDead, StoredMessage
+from pigeon.backends.info import message_info as message_info_of
 from pigeon.backends.postgres.listener import stored_result
 from pigeon.backends.shared import Tally
 from pigeon.message import Delivery, Event, MessageInfo, Progress, Stats, WorkerInfo
@@ -41,37 +43,24 @@ def message_info(id: str, r: Any) -> MessageInfo | None:
     result = None
     if r["result"] is not None:
         result = stored_result(r["result"], r["settled_at"])
+    message = dead = None
     if r["state"] is not None:
-        state = r["state"]
-        if state == "pending" and r["later"]:
-            state = "scheduled"
-        return MessageInfo(
-            id,
-            state,
-            queue=r["queue"],
-            task=r["task"],
-            attempt=r["attempt"],
-            failures=r["failures"],
-            run_at=r["due"],
-            lease_until=r["lease_until"] if state == "leased" else None,
-            worker=r["worker"],
-            result=result,
-            body=r["body"],
-            cancel_requested=r["cancel_requested"],
+        message = StoredMessage(
+            r["state"],
+            r["queue"],
+            r["task"],
+            r["attempt"],
+            r["failures"],
+            r["due"],
+            r["lease_until"],
+            r["worker"],
+            r["body"],
+            r["cancel_requested"],
+            r["sent_at"],
         )
-    if r["dead_queue"] is not None:
-        return MessageInfo(
-            id,
-            "dead",
-            queue=r["dead_queue"],
-            task=r["dead_task"],
-            result=result,
-            reason=r["reason"],
-            body=r["dead_body"],
-        )
-    if result is not None:
-        return MessageInfo(id, result.state, result=result)
-    return None
+    elif r["dead_queue"] is not None:
+        dead = StoredDead(r["dead_queue"], r["dead_task"], r["reason"], r["dead_body"])
+    return message_info_of(id, r["now"], message, result, dead)
 
 
 def stats(rows: list[Any]) -> Stats:

@@ -161,7 +161,8 @@ async def insert(
     members: Sequence[tuple[str, str]] = (),
     due_now: bool = False,
 ) -> None:
-    """One insert_messages statement; ``due_now`` ignores delays (requeue)."""
+    """One insert_messages statement; ``due_now`` ignores delays (requeue: a relative
+    expiry is resolved afresh)."""
     await conn.fetchval(
         sql["insert_messages"],
         [m.id for m, *_ in rows],
@@ -186,6 +187,7 @@ async def insert(
         [j[5] for j in joins],
         [jm[0] for jm in members],
         [jm[1] for jm in members],
+        [m.expires for m, *_ in rows],
     )
 
 

@@ -55,6 +55,7 @@ def enqueue_call(messages: Sequence[Message]) -> tuple[str, list[Any]]:
             m.after,
             None if m.join is None else m.join.mode,
             None if m.join is None else m.join.members,
+            m.expires,
         )
         for m in messages
     ]

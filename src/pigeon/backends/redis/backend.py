@@ -1,17 +1,20 @@
 """``redis://`` and ``rediss://``: the Backend contract on Redis, with redis-py and hiredis.
 
-URL: ``redis://[[user]:password@]host[:port][/db][?prefix=NAME]`` (``rediss://`` for TLS;
-other query parameters are redis-py's own, such as ``socket_timeout``). Every key starts
-with ``{NAME}:`` (``NAME`` defaults to ``pigeon``), so one server holds many apps.
+URL: ``redis://[[user]:password@]host[:port][/db][?prefix=NAME][&retry_for=SECONDS]``
+(``rediss://`` for TLS; other query parameters are redis-py's own, such as
+``socket_timeout``). Every key starts with ``{NAME}:`` (``NAME`` defaults to ``pigeon``), so
+one server holds many apps. ``retry_for`` (from 0 to 30, the default) is how long a call
+keeps retrying while the server is unreachable; it is also the ``retry_for`` attribute
+(``pigeon.backends.base.RetryingBackend``), which the ``pigeon`` CLI lowers.
 
 How it keeps the contract of :mod:`pigeon.backends.base`:
 
 - Every operation that changes state is one Lua script (``lua/``), so it is atomic:
   ``enqueue``, ``fetch``, ``extend``, ``settle``, ``release``, ``cancel``, ``requeue``,
-  ``take``, ``acquire``, ``release_slots``, ``report``, ``publish``. A script handles a
-  whole batch in one call, except that ``enqueue`` pipelines a big batch as one call per
-  ``ENQUEUE_CHUNK`` on one connection (``enqueue_plain.lua`` for a chunk of messages
-  without keys or links that share their options). Scripts are loaded once (``SCRIPT
+  ``take``, ``acquire``, ``release_slots``, ``report``, ``publish``, ``mark_schedules``. A
+  script handles a whole batch in one call, except that ``enqueue`` pipelines a big batch as
+  one call per ``ENQUEUE_CHUNK`` on one connection (``enqueue_plain.lua`` for a chunk of
+  messages without keys or links that share their options). Scripts are loaded once (``SCRIPT
   LOAD`` at open) and called by SHA; after a server restart emptied the script cache they
   are loaded again on the first ``NOSCRIPT``.
 - Times come from the server's clock (``TIME`` inside each script); ``time()`` is the
@@ -28,7 +31,8 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
 - Rate limits are one key per bucket holding its GCRA ``tat``, expiring (``PX``) once the
   tat has passed; concurrency limits one sorted set per name (holder -> expiry), cleared of
   expired places by every ``acquire`` and expiring after its latest place; progress reports
-  one key per message with its ``PX`` ttl. None of them needs ``sweep``.
+  one key per message with its ``PX`` ttl. None of them needs ``sweep``. The scheduler's
+  marks are one hash (schedule name -> mark), read with ``HMGET``; they never expire.
 - Events are one stream (``XADD ... MAXLEN ~ EVENTS_KEPT``); a cursor is a stream id, and
   ``read_events`` waits with ``XREAD BLOCK`` on a connection of its own for the wait (the
   client makes another for whatever runs meanwhile).
@@ -40,11 +44,12 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
   queued behind it on the same connection, so it wakes with its deliveries; it blocks at
   most until the earliest scheduled message or lease deadline.
 - A dropped connection or a restarting server is retried with exponential backoff for up to
-  ``client.RETRY_FOR`` seconds (:mod:`pigeon.backends.redis.client`). Retrying is
+  ``retry_for`` seconds (:mod:`pigeon.backends.redis.client`). Retrying is
   safe: enqueue stores an id once; acquire, release_slots and report set what they set
-  again; fetch, settle, release, cancel, requeue, take and publish pass a request token,
-  and a retried call whose first run did go through gets that run's answer instead of
-  acting twice. ``read_events`` only reads.
+  again, and a mark_schedules run twice raises no mark further; fetch, settle,
+  release, cancel, requeue, take and publish pass a request token, and a retried call whose
+  first run did go through gets that run's answer instead of acting twice. ``read_events``
+  only reads.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -75,7 +80,7 @@ from pigeon.backends.redis.arguments import (
     take_args,
 )
 from pigeon.backends.redis.client import TRANSIENT, Client
-from pigeon.backends.redis.connections import Connections, connect, parse_url
+from pigeon.backends.redis.connections import Connections, check_retry_for, connect, parse_url
 from pigeon.backends.redis.replies import seconds
 from pigeon.backends.shared import orphaned_leases, release_orphans
 from pigeon.message import (
@@ -119,7 +124,7 @@ class RedisBackend:
 
     def __init__(self, url: str) -> None:
         self.url = redact(url)
-        self._client_url, self.prefix = parse_url(url)
+        self._client_url, self.prefix, self._retry_for = parse_url(url)
         self._base = f"{{{self.prefix}}}:"
         self._done_channel = f"{self._base}done".encode()
         self._events_key = f"{self._base}events".encode()
@@ -139,15 +144,29 @@ class RedisBackend:
         if conn is None or conn.loop is not asyncio.get_running_loop():
             # Connections belong to the loop they were made on; ones left on a closed loop
             # (the App moved to a new one) cannot be closed from here and go with it.
-            conn = self._conn = connect(self._client_url, self.url, self._base, self._done_channel)
+            conn = self._conn = connect(
+                self._client_url, self.url, self._base, self._done_channel, self._retry_for
+            )
         return conn
+
+    @property
+    def retry_for(self) -> float:
+        """Seconds a call keeps retrying while the server is unreachable, from 0 to
+        ``client.RETRY_FOR`` (the default; the URL's ``retry_for`` sets it too)."""
+        return self._retry_for
+
+    @retry_for.setter
+    def retry_for(self, seconds: float) -> None:
+        self._retry_for = check_retry_for(seconds, repr(self))
+        if self._conn is not None:
+            self._conn.client.retry_for = self._retry_for
 
     def _client(self) -> Client:
         return self._connection().client
 
     async def open(self) -> None:
         """Connect and load the scripts. Raises BackendError when the server does not answer
-        within ``redis_client.RETRY_FOR`` seconds."""
+        within ``retry_for`` seconds."""
         await self._client().load_scripts()
 
     async def close(self) -> None:
@@ -500,6 +519,21 @@ class RedisBackend:
     async def unlock(self, name: str, owner: str) -> None:
         """Free the named lock at once if ``owner`` holds it; otherwise do nothing."""
         await self._script("unlock", "", name, owner)
+
+    async def schedules(self, names: Collection[str]) -> dict[str, float]:
+        """The stored marks (ticks sent up to) among the schedules ``names``: one ``HMGET``."""
+        names = list(dict.fromkeys(names))
+        if not names:
+            return {}
+        found = await self._client().execute(b"HMGET", f"{self._base}schedules", *names)
+        return {n: float(mark) for n, mark in zip(names, found, strict=True) if mark is not None}
+
+    async def mark_schedules(self, marks: Mapping[str, float]) -> None:
+        """Raise each schedule's mark to the one given (never lower it): one script call."""
+        if not marks:
+            return
+        pairs = itertools.chain.from_iterable((n, repr(float(m))) for n, m in marks.items())
+        await self._script("mark_schedules", "", *pairs)
 
     async def take(self, takes: Sequence[Take]) -> list[float]:
         """Start slots from token buckets (GCRA), one take at a time in the order given: per

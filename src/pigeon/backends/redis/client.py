@@ -18,8 +18,9 @@ deadline passed with ``TimeoutError`` (and dropping the connection).
 
 A connection that fails (or whose caller is cancelled mid-command) is closed, never reused.
 Transient errors (connection refused or reset, timeouts, a server still loading its data)
-are retried with exponential backoff for up to ``RETRY_FOR`` seconds, on a fresh connection;
-whether a command is safe to repeat is the caller's business (see ``redis.py``).
+are retried with exponential backoff, on a fresh connection, for up to the client's
+``retry_for`` seconds (``RETRY_FOR`` unless the URL's ``retry_for`` lowers it); whether a
+command is safe to repeat is the caller's business (see ``backend.py``).
 """
 
 from __future__ import annotations
@@ -58,8 +59,12 @@ from pigeon.errors import BackendError
 
 log = logging.getLogger("pigeon.backends.redis")
 
-#: Seconds a call keeps retrying while the server is unreachable before it raises.
+#: Seconds a call keeps retrying while the server is unreachable before it raises: the
+#: default of a client's ``retry_for``, and its maximum (see REPLY_TTL).
 RETRY_FOR = 30.0
+#: A client that gives up within this many seconds (the CLI's) retries quietly: its caller
+#: reports the failure itself, so each retry is logged at DEBUG, not as a warning.
+QUIET_RETRY_FOR = 5.0
 #: Seconds a script's reply is remembered for a retry of the same call (which can only
 #: come within RETRY_FOR seconds of the first try).
 REPLY_TTL = RETRY_FOR + 15.0
@@ -115,6 +120,7 @@ SCRIPTS = (
     "cancelling",
     "lock",
     "unlock",
+    "mark_schedules",
     "take",
     "acquire",
     "release_slots",
@@ -276,16 +282,19 @@ class _Wire(TakenOver):
 
 class _Retry:
     """The retry policy of one call (``Client.execute``, ``Client.scripts``): transient errors
-    retried on fresh connections with exponential backoff for up to ``RETRY_FOR`` seconds,
-    ``MOVED`` followed; anything else raised as BackendError (NOSCRIPT as is: the caller
-    loads the scripts)."""
+    retried on fresh connections with exponential backoff for up to the client's
+    ``retry_for`` seconds, ``MOVED`` followed; anything else raised as BackendError
+    (NOSCRIPT as is: the caller loads the scripts). Each retry is a warning, unless the
+    client gives up within ``QUIET_RETRY_FOR`` seconds."""
 
-    __slots__ = ("client", "deadline", "delay", "redirects")
+    __slots__ = ("client", "deadline", "delay", "level", "redirects", "window")
 
     def __init__(self, client: Client, started: float) -> None:
         self.client = client
         self.delay = 0.005
-        self.deadline = started + RETRY_FOR
+        self.window = client.retry_for
+        self.deadline = started + self.window
+        self.level = logging.WARNING if self.window > QUIET_RETRY_FOR else logging.DEBUG
         self.redirects = 0
 
     async def after(self, exc: BaseException) -> None:
@@ -308,18 +317,24 @@ class _Retry:
         await client._drop_idle()
         if client._closed:
             raise BackendError(f"Redis {url}: the backend is closed") from None
-        if time.monotonic() > self.deadline:
-            raise BackendError(f"Redis {url} unreachable for {RETRY_FOR:.0f}s: {exc}") from None
-        log.warning("Redis %s: %s; retrying in %.3fs", url, exc, self.delay)
-        await asyncio.sleep(self.delay)
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise BackendError(f"Redis {url} unreachable for {self.window:g}s: {exc}") from None
+        delay = min(self.delay, left)  # the last try comes at the deadline, not past it
+        log.log(self.level, "Redis %s: %s; retrying in %.3fs", url, exc, delay)
+        await asyncio.sleep(delay)
         self.delay = min(self.delay * 2, 1.0)
 
 
 class Client:
     """Commands and scripts on one server, from one event loop. See the module docstring."""
 
-    def __init__(self, pool: ConnectionPool, url: str, base: str) -> None:
+    def __init__(
+        self, pool: ConnectionPool, url: str, base: str, retry_for: float = RETRY_FOR
+    ) -> None:
         self.pool = pool
+        #: Seconds a call keeps retrying while the server is unreachable (at most RETRY_FOR).
+        self.retry_for = retry_for
         kwargs = pool.connection_kwargs
         self._timeout: float = kwargs.get("socket_timeout") or REPLY_TIMEOUT
         kwargs["socket_timeout"] = None  # each call is timed here: see the module docstring
@@ -336,7 +351,7 @@ class Client:
         self._closed = False
 
     async def execute(self, *args: Any) -> Any:
-        """One command, retried on transient errors; raises BackendError past RETRY_FOR."""
+        """One command, retried on transient errors; raises BackendError past ``retry_for``."""
         packed = hiredis.pack_command(args)
         started = time.monotonic()
         retry: _Retry | None = None  # made on the first error: none on the common path

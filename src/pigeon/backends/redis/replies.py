@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import msgspec
 
 from pigeon import codec
+from pigeon.backends.info import StoredDead, StoredMessage
+from pigeon.backends.info import message_info as message_info_of
 from pigeon.message import (
     DeadLetter,
     Delivery,
@@ -131,43 +133,29 @@ def dead_letters(flat: list[Any]) -> list[DeadLetter]:
 
 def message_info(id: str, reply: list[Any]) -> MessageInfo | None:
     """The reply of ``inspect.lua`` for ``id``: ``[now, message fields, stored outcome, dead
-    letter fields]``, the message fields ``[st, q, t, a, f, due, lu, w, b, cx]`` and the dead
-    letter's ``[q, t, reason, b]`` (each nil when absent). None when nothing is known."""
+    letter fields]``, the message fields ``[st, q, t, a, f, due, lu, w, b, cx, sa]`` and the
+    dead letter's ``[q, t, reason, b]`` (each nil when absent). None when nothing is known."""
     now, m, stored, d = reply
     result = codec.decode_result_record(stored) if stored is not None else None
-    state, queue, task, attempt, failures, due, lease_until, worker, body, cx = m
+    state, queue, task, attempt, failures, due, lease_until, worker, body, cx, sent = m
+    message = dead = None
     if state is not None:
-        status = state.decode()
-        if status == "pending" and int(due) > now:
-            status = "scheduled"
-        return MessageInfo(
-            id,
-            status,
-            queue=queue.decode(),
-            task=task.decode(),
-            attempt=int(attempt or 0),
-            failures=int(failures or 0),
-            run_at=seconds(int(due)),
-            lease_until=seconds(int(lease_until)) if status == "leased" else None,
-            worker=worker.decode() if worker is not None and status == "leased" else None,
-            result=result,
-            body=body,
-            cancel_requested=cx is not None,
+        message = StoredMessage(
+            state.decode(),
+            queue.decode(),
+            task.decode(),
+            int(attempt or 0),
+            int(failures or 0),
+            seconds(int(due)),
+            seconds(int(lease_until)) if lease_until is not None else None,
+            worker.decode() if worker is not None else None,
+            body,
+            cx is not None,
+            seconds(int(sent)) if sent is not None else None,
         )
-    dead_queue, dead_task, reason, dead_body = d
-    if dead_queue is not None:
-        return MessageInfo(
-            id,
-            "dead",
-            queue=dead_queue.decode(),
-            task=dead_task.decode(),
-            result=result,
-            reason=reason.decode(),
-            body=dead_body,
-        )
-    if result is not None:
-        return MessageInfo(id, result.state, result=result)
-    return None
+    elif d[0] is not None:
+        dead = StoredDead(d[0].decode(), d[1].decode(), d[2].decode(), d[3])
+    return message_info_of(id, seconds(now), message, result, dead)
 
 
 def stats(reply: list[Any]) -> Stats:

@@ -30,7 +30,7 @@ import concurrent.futures
 import functools
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar, TypeVarTuple
 
 from pigeon.backends.base import Poller, redact
@@ -367,6 +367,17 @@ class SQLiteBackend:
     async def unlock(self, name: str, owner: str) -> None:
         """Free the lock ``name`` at once if ``owner`` holds it."""
         await self._run(Store.unlock, name, owner)
+
+    async def schedules(self, names: Collection[str]) -> dict[str, float]:
+        """The stored marks (ticks sent up to) among the schedules ``names``; one read."""
+        if not names:
+            return {}
+        return await self._run(Store.schedules, list(names))
+
+    async def mark_schedules(self, marks: Mapping[str, float]) -> None:
+        """Raise each schedule's mark to the one given (never lower it); one statement."""
+        if marks:
+            await self._run(Store.mark_schedules, dict(marks))
 
     async def take(self, takes: Sequence[Take]) -> list[float]:
         """Start slots from rate-limit buckets (GCRA), one take at a time in order, in one

@@ -17,7 +17,7 @@ import msgspec
 
 from pigeon import codec
 from pigeon.backends import statements
-from pigeon.backends.shared import JoinStart, dependencies, first_state
+from pigeon.backends.shared import JoinStart, dependencies, expiry, first_state
 from pigeon.message import Message
 
 _json_encode = msgspec.json.Encoder().encode
@@ -45,9 +45,10 @@ def json_array(values: object) -> str:
 
 
 def message_row(
-    m: Message, state: str, due: float, after: str | None, body: bytes
+    m: Message, state: str, due: float, after: str | None, body: bytes, now: float
 ) -> tuple[Any, ...]:
-    """The parameters of insert_message (and requeue_message) for ``m``."""
+    """The parameters of insert_message (and requeue_message) for ``m``, stored at ``now``
+    (its expiry is resolved then)."""
     return (
         m.id,
         m.queue,
@@ -58,7 +59,7 @@ def message_row(
         m.max_deliveries,
         m.lease,
         m.key,
-        m.expires_at,
+        m.expires_at if m.expires is None else expiry(m, now),
         m.result_ttl,
         after,
         body,
@@ -128,7 +129,7 @@ def enqueue_rows(db: sqlite3.Connection, messages: Sequence[Message], now: float
             rows.add_join(m.id, join)
         after = m.after if m.join is None else None
         due = max(now + m.delay, m.run_at or 0.0)
-        rows.messages.append(message_row(m, state, due, after, codec.encode_message(m)))
+        rows.messages.append(message_row(m, state, due, after, codec.encode_message(m), now))
     rows.write(db)
     return ids
 

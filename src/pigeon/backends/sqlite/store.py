@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TypeVar, TypeVarTuple, cast
 
 import msgspec
@@ -28,6 +28,7 @@ from pigeon.backends.base import (
     dead_reason,
     join_fired,
 )
+from pigeon.backends.info import StoredDead, StoredMessage, message_info
 from pigeon.backends.shared import EVENTS_PRUNE_EVERY, Tally, first_outcomes, verdicts
 from pigeon.backends.sqlite.rows import (
     enqueue_rows,
@@ -61,7 +62,7 @@ Ts = TypeVarTuple("Ts")
 
 #: SQLite 3.35 added RETURNING, which every batched step here relies on.
 MIN_SQLITE = (3, 35, 0)
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Messages per enqueue transaction: a bigger batch (a bulk send) is written in several, so
 #: that workers never wait long for the write lock.
 ENQUEUE_CHUNK = 1000
@@ -72,6 +73,18 @@ _json_encode = msgspec.json.Encoder().encode
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
 _progress_decoder = msgspec.json.Decoder(Progress)
 _event_decoder = msgspec.json.Decoder(Event)
+
+
+def _sent_at(body: bytes) -> float | None:
+    """When a message was stored, for ``inspect``: the ``created_at`` of its body. SQLite's
+    clock is the host's (``time.time()``, what ``now`` reads too), and a database file is
+    shared only by processes of one host, so a sender's clock is the backend's; reading it
+    from the body spares the messages table a column (the schema may only add tables)."""
+    try:
+        created = codec.decode_message(body).created_at
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return created or None
 
 
 class Store:
@@ -383,6 +396,17 @@ class Store:
         with self._write() as db:
             db.execute(self._sql["unlock"], (name, owner))
 
+    def schedules(self, names: Collection[str]) -> dict[str, float]:
+        params = (json_array(list(names)),)
+        rows = self._connection().execute(self._sql["schedules"], params).fetchall()
+        return {name: float(mark) for name, mark in rows}
+
+    def mark_schedules(self, marks: Mapping[str, float]) -> None:
+        with self._write() as db:
+            # Text, not bytes: SQLite reads a blob as JSONB.
+            params = (_json_encode({name: float(m) for name, m in marks.items()}).decode(),)
+            db.execute(self._sql["mark_schedules"], params)
+
     def take(self, takes: Sequence[Take]) -> list[float]:
         """GCRA, one take at a time in order, all in one transaction."""
         waits: list[float] = []
@@ -487,7 +511,7 @@ class Store:
                     # Requeued as it was: the worker that fetches it dead-letters it again,
                     # with the reason, rather than this call failing for every id.
                     m = Message(mid, task, queue)
-                rows.append(message_row(m, "pending", now, None, body))
+                rows.append(message_row(m, "pending", now, None, body, now))
             db.executemany(self._sql["requeue_message"], rows)
         return len(letters)
 
@@ -508,32 +532,14 @@ class Store:
             stored = db.execute(self._sql["inspect_result"], (id, now)).fetchone()
             dead = db.execute(self._sql["inspect_dead"], (id,)).fetchone() if row is None else None
         result = codec.decode_result_record(stored[0]) if stored is not None else None
+        message = None
         if row is not None:
             state, queue, task, attempt, failures, due, lease_until, worker, body, cx = row
-            if state == "pending" and due > now:
-                state = "scheduled"
-            return MessageInfo(
-                id,
-                state,
-                queue=queue,
-                task=task,
-                attempt=attempt,
-                failures=failures,
-                run_at=due,
-                lease_until=lease_until if state == "leased" else None,
-                worker=worker,
-                result=result,
-                body=body,
-                cancel_requested=bool(cx),
-            )
-        if dead is not None:
-            queue, task, reason, body = dead
-            return MessageInfo(
-                id, "dead", queue=queue, task=task, result=result, reason=reason, body=body
-            )
-        if result is not None:
-            return MessageInfo(id, result.state, result=result)
-        return None
+            message = StoredMessage(
+                state, queue, task, attempt, failures, due, lease_until, worker, body,
+                bool(cx), _sent_at(body),
+            )  # fmt: skip
+        return message_info(id, now, message, result, StoredDead(*dead) if dead else None)
 
     def stats(self) -> Stats:
         now = self.now()

@@ -19,15 +19,16 @@ SELECT extract(epoch FROM clock_timestamp())::float8
 -- name: insert_messages
 -- Store new messages (an id already stored as a message, an outcome or a dead letter is
 -- skipped), the counters of the joins among them, and wake the fetchers of their queues.
--- $1-$14: one array element per message; $15-$20: one per join message; $21-$22: one per
--- (join, unsettled member).
+-- $1-$14 and $23: one array element per message; $15-$20: one per join message; $21-$22:
+-- one per (join, unsettled member). A relative expiry ($23, like delay) is resolved by now():
+-- the earlier of it and the absolute expires_at (least ignores a NULL).
 WITH input AS (
     SELECT *
     FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[],
                 $7::text[], $8::int[], $9::float8[], $10::text[], $11::float8[], $12::float8[],
-                $13::text[], $14::bytea[])
+                $13::text[], $14::bytea[], $23::float8[])
         AS t(id, queue, task, priority, delay, run_at, state, max_deliveries, lease_len, key,
-             expires_at, result_ttl, after, body)
+             expires_at, result_ttl, after, body, expires)
 ),
 inserted AS (
     INSERT INTO __schema__.messages AS m
@@ -36,7 +37,8 @@ inserted AS (
     SELECT i.id, i.queue, i.task, least(greatest(i.priority, 0), 9),
            greatest(now() + make_interval(secs => i.delay),
                     coalesce(to_timestamp(i.run_at), '-infinity')),
-           i.state, i.max_deliveries, i.lease_len, i.key, to_timestamp(i.expires_at),
+           i.state, i.max_deliveries, i.lease_len, i.key,
+           least(to_timestamp(i.expires_at), now() + make_interval(secs => i.expires)),
            i.result_ttl, i.after, i.body
     FROM input i
     WHERE NOT EXISTS (SELECT 1 FROM __schema__.results r WHERE r.id = i.id)
@@ -65,10 +67,11 @@ FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'pending') w
 
 -- name: insert_plain
 -- insert_messages for messages without key, follow-up or join that share every option (a
--- bulk send, or a burst of one task's sends): $1 their ids, $2 their bodies, $3-$11 what they
+-- bulk send, or a burst of one task's sends): $1 their ids, $2 their bodies, $3-$12 what they
 -- share (queue, task, priority, delay, run_at, max_deliveries, lease, expires_at,
--- result_ttl). Two arrays instead of fourteen: binding costs per array element. Inserted
--- in id order, as insert_messages; an id already stored is skipped.
+-- result_ttl, and the relative expires, resolved by now() as in insert_messages). Two
+-- arrays instead of fourteen: binding costs per array element. Inserted in id order, as
+-- insert_messages; an id already stored is skipped.
 WITH inserted AS (
     INSERT INTO __schema__.messages AS m
         (id, queue, task, priority, due, state, max_deliveries, lease_len, expires_at,
@@ -76,7 +79,9 @@ WITH inserted AS (
     SELECT i.id, $3::text, $4::text, least(greatest($5::int, 0), 9),
            greatest(now() + make_interval(secs => $6::float8),
                     coalesce(to_timestamp($7::float8), '-infinity')),
-           'pending', $8::int, $9::float8, to_timestamp($10::float8), $11::float8, i.body
+           'pending', $8::int, $9::float8,
+           least(to_timestamp($10::float8), now() + make_interval(secs => $12::float8)),
+           $11::float8, i.body
     FROM unnest($1::text[], $2::bytea[]) AS i(id, body)
     WHERE NOT EXISTS (SELECT 1 FROM __schema__.results r WHERE r.id = i.id)
       AND NOT EXISTS (SELECT 1 FROM __schema__.dead d WHERE d.id = i.id)
@@ -101,7 +106,9 @@ WITH inserted AS (
     SELECT i.id, $3::text, $4::text, least(greatest($5::int, 0), 9),
            greatest(now() + make_interval(secs => $6::float8),
                     coalesce(to_timestamp($7::float8), '-infinity')),
-           'pending', $8::int, $9::float8, to_timestamp($10::float8), $11::float8, i.body
+           'pending', $8::int, $9::float8,
+           least(to_timestamp($10::float8), now() + make_interval(secs => $12::float8)),
+           $11::float8, i.body
     FROM unnest($1::text[], $2::bytea[]) AS i(id, body)
     WHERE (SELECT min(x) FROM unnest($1::text[]) x) > greatest(
               (SELECT max(id) FROM __schema__.results), (SELECT max(id) FROM __schema__.dead), '')
@@ -354,10 +361,13 @@ SELECT count(*) FROM purged
 
 
 -- name: inspect
-SELECT m.state, m.queue, m.task, m.attempt, m.failures,
-       extract(epoch FROM m.due)::float8 AS due, m.due > now() AS later,
+-- One row: the message's columns, its kept outcome's and its dead letter's (each NULL when
+-- absent), and now, for pigeon.backends.info.message_info.
+SELECT extract(epoch FROM now())::float8 AS now, m.state, m.queue, m.task, m.attempt,
+       m.failures, extract(epoch FROM m.due)::float8 AS due,
        extract(epoch FROM m.lease_until)::float8 AS lease_until, m.worker, m.body,
-       m.cancel_requested, r.body AS result, extract(epoch FROM r.settled_at)::float8 AS settled_at,
+       m.cancel_requested, extract(epoch FROM m.sent_at)::float8 AS sent_at,
+       r.body AS result, extract(epoch FROM r.settled_at)::float8 AS settled_at,
        d.queue AS dead_queue, d.task AS dead_task, d.reason, d.body AS dead_body
 FROM (SELECT $1::text AS id) k
 LEFT JOIN __schema__.messages m ON m.id = k.id
@@ -449,6 +459,19 @@ RETURNING l.owner
 
 -- name: unlock
 DELETE FROM __schema__.locks WHERE name = $1 AND owner = $2
+
+
+-- name: schedules
+-- The marks of the schedules named.
+SELECT name, sent_up_to FROM __schema__.schedules WHERE name = ANY($1::text[])
+
+
+-- name: mark_schedules
+-- Raise the mark of each schedule $1[i] to $2[i]: a mark never moves back. (A name given
+-- twice would make ON CONFLICT touch a row twice: the caller passes each name once.)
+INSERT INTO __schema__.schedules AS s (name, sent_up_to)
+SELECT * FROM unnest($1::text[], $2::float8[])
+ON CONFLICT (name) DO UPDATE SET sent_up_to = greatest(s.sent_up_to, excluded.sent_up_to)
 
 
 -- name: sweep_locks

@@ -15,7 +15,7 @@
 --                        lu (lease until), w (worker), ll (lease seconds), md
 --                        (max deliveries), ex (expires at), ttl (result ttl seconds),
 --                        af (the message it waits for), cx (cancel requested while
---                        leased), b (the stored message)
+--                        leased), sa (sent at: when it was stored), b (the stored message)
 --   q:<queue>     zset   pending and due: score (9 - priority) * 1e13 + due in ms, then id
 --   s:<queue>     zset   pending, not due yet (or not promoted yet): score due
 --   w:<queue>     set    waiting for a parent or a join
@@ -33,6 +33,7 @@
 --   workers       hash   worker id -> WorkerInfo JSON;  wexp: zset worker id -> expiry
 --   re:<token>    string a remembered reply
 --   lock:<name>   string the owner of a lock, PX its ttl
+--   schedules     hash   schedule name -> its mark: ticks sent up to (epoch seconds, as given)
 --   wake:<queue>  list   a wake-up token (at most one) for the fetches blocked on the queue
 --   tb:<bucket>   string the tat of a rate-limit bucket (microseconds), PX until it passes
 --   sl:<name>     zset   the places of a concurrency limit: holder -> expiry; PX its latest
@@ -60,6 +61,19 @@ end
 
 local function micros(seconds)
   return math.floor(seconds * 1000000 + 0.5)
+end
+
+-- When a message expires, in microseconds (false: never): the earlier of its absolute
+-- expires_at and now + its relative expires (seconds; either may be null).
+local function expiry(expires_at, expires)
+  local at = expires_at ~= NULL and expires_at ~= nil and micros(expires_at)
+  if expires ~= NULL and expires ~= nil then
+    local relative = NOW + micros(expires)
+    if not at or relative < at then
+      at = relative
+    end
+  end
+  return at
 end
 
 local function ready_score(priority, due)

@@ -1,7 +1,7 @@
 -- enqueue: store messages, each once; the id standing for each input.
 -- ARGV[2]: JSON array, one entry per message: [id, queue, task, priority, delay, run_at,
---   max_deliveries, lease, key, expires_at, result_ttl, after, join_mode, join_members]
---   (absent values are null); ARGV[3], ARGV[4]: the lowest and the highest id (byte order);
+--   max_deliveries, lease, key, expires_at, result_ttl, after, join_mode, join_members,
+--   expires] (absent values are null; expires is relative, resolved on the server's clock); ARGV[3], ARGV[4]: the lowest and the highest id (byte order);
 --   ARGV[4 + i]: message i's stored body.
 -- Returns {the ids, in input order; one character per input: '1' stored now, else '0'}.
 
@@ -13,7 +13,7 @@ local queues = {}
 for i, s in ipairs(specs) do
   local id, queue, task, priority, delay, run_at = s[1], s[2], s[3], s[4], s[5], s[6]
   local max_deliveries, lease, key, expires_at, ttl = s[7], s[8], s[9], s[10], s[11]
-  local after, join_mode, members = s[12], s[13], s[14]
+  local after, join_mode, members, expires = s[12], s[13], s[14], s[15]
   local holder = false
   if key ~= NULL then
     holder = redis.call('GET', B .. 'k:' .. key)
@@ -60,9 +60,10 @@ for i, s in ipairs(specs) do
       end
       redis.call('HSET', mkey, 'st', waiting and 'waiting' or 'pending', 'q', queue, 't', task,
         'p', priority, 'due', due, 'll', string.format('%.17g', lease), 'md', max_deliveries,
-        'ttl', string.format('%.17g', ttl), 'b', ARGV[4 + i])
-      if expires_at ~= NULL then
-        redis.call('HSET', mkey, 'ex', micros(expires_at))
+        'ttl', string.format('%.17g', ttl), 'sa', NOW, 'b', ARGV[4 + i])
+      local ex = expiry(expires_at, expires)
+      if ex then
+        redis.call('HSET', mkey, 'ex', ex)
       end
       if after ~= NULL and join_mode == NULL then
         redis.call('HSET', mkey, 'af', after)

@@ -2,14 +2,15 @@
 -- (a bulk send, a burst of one task's sends), each once: enqueue.lua's work for them, with
 -- what they share worked out once and one ZADD for all.
 -- ARGV[2]: JSON [queue, task, priority, delay, run_at, max_deliveries, lease, expires_at,
---   result_ttl] (absent values are null); ARGV[3], ARGV[4]: the lowest and the highest id
+--   result_ttl, expires] (absent values are null; expires is relative, resolved on the
+--   server's clock); ARGV[3], ARGV[4]: the lowest and the highest id
 --   (byte order); then the n ids, then the n stored bodies.
 -- Returns one character per input: '1' stored now, '0' its id was stored already (each id
 -- stands for itself: there are no keys).
 
 local s = cjson.decode(ARGV[2])
 local queue, task, priority, delay, run_at = s[1], s[2], s[3], s[4], s[5]
-local max_deliveries, lease, expires_at, ttl = s[6], s[7], s[8], s[9]
+local max_deliveries, lease, expires_at, ttl, relative = s[6], s[7], s[8], s[9], s[10]
 local n = (#ARGV - 4) / 2
 -- ids above the mark are new: no lookups (a bulk send's usual case)
 local new = mark_ids(ARGV[3], ARGV[4])
@@ -18,7 +19,7 @@ local due = NOW + micros(delay)
 if run_at ~= NULL then
   due = math.max(due, micros(run_at))
 end
-local expires = expires_at ~= NULL and micros(expires_at)
+local expires = expiry(expires_at, relative)
 -- place() for all of them: the ready set when due, else the scheduled set
 local set, score = B .. 'q:' .. queue, ready_score(priority, due)
 if due > NOW then
@@ -29,8 +30,8 @@ end
 local function str(number)
   return string.format('%.17g', number)
 end
-local priority_s, due_s, lease_s, max_deliveries_s, ttl_s, score_s =
-  str(priority), str(due), str(lease), str(max_deliveries), str(ttl), str(score)
+local priority_s, due_s, lease_s, max_deliveries_s, ttl_s, score_s, now_s =
+  str(priority), str(due), str(lease), str(max_deliveries), str(ttl), str(score), str(NOW)
 local expires_s = expires and str(expires)
 
 local stored = {}
@@ -41,7 +42,8 @@ for i = 1, n do
   if new or redis.call('EXISTS', mkey, B .. 'r:' .. id, B .. 'd:' .. id) == 0 then
     stored[i] = '1'
     redis.call('HSET', mkey, 'st', 'pending', 'q', queue, 't', task, 'p', priority_s,
-      'due', due_s, 'll', lease_s, 'md', max_deliveries_s, 'ttl', ttl_s, 'b', ARGV[4 + n + i])
+      'due', due_s, 'll', lease_s, 'md', max_deliveries_s, 'ttl', ttl_s, 'sa', now_s,
+      'b', ARGV[4 + n + i])
     if expires_s then
       redis.call('HSET', mkey, 'ex', expires_s)
     end

@@ -3,7 +3,7 @@
 
 local id = ARGV[2]
 local m = redis.call('HMGET', B .. 'm:' .. id, 'st', 'q', 't', 'a', 'f', 'due', 'lu', 'w', 'b',
-  'cx')
+  'cx', 'sa')
 local stored = redis.call('GET', B .. 'r:' .. id)
 local d = redis.call('HMGET', B .. 'd:' .. id, 'q', 't', 'reason', 'b')
 return {NOW, m, stored, d}

@@ -1,4 +1,5 @@
--- requeue: move dead letters back to pending with fresh counts; forget their outcomes.
+-- requeue: move dead letters back to pending with fresh counts; forget their outcomes. A
+-- relative expiry (the stored message's expires) is resolved afresh from now.
 -- ARGV[2..]: ids. Returns how many were requeued.
 
 local previous = replay()
@@ -20,9 +21,14 @@ for i = 2, #ARGV do
     local key = B .. 'm:' .. id
     if redis.call('EXISTS', key) == 0 then
       redis.call('HSET', key, 'st', 'pending', 'q', queue, 't', d[2], 'p', d[4], 'due', NOW,
-        'll', d[5], 'md', d[6], 'ttl', d[8], 'b', d[3])
-      if d[7] then
-        redis.call('HSET', key, 'ex', d[7])
+        'll', d[5], 'md', d[6], 'ttl', d[8], 'sa', NOW, 'b', d[3])
+      local ex = d[7]
+      local ok, m = pcall(cjson.decode, d[3])
+      if ok and type(m) == 'table' and type(m.expires) == 'number' then
+        ex = expiry(type(m.expires_at) == 'number' and m.expires_at or NULL, m.expires)
+      end
+      if ex then
+        redis.call('HSET', key, 'ex', ex)
       end
       place(id, queue, tonumber(d[4]), NOW)
       redis.call('SADD', B .. 'queues', queue)

@@ -339,6 +339,18 @@ SELECT 1 FROM locks WHERE name = ?1 AND owner != ?2 AND expires_at > ?3
 DELETE FROM locks WHERE name = ?1 AND owner = ?2
 
 
+-- name: schedules
+-- The marks of the schedules named (a JSON array).
+SELECT name, sent_up_to FROM schedules WHERE name IN (SELECT value FROM json_each(?1))
+
+
+-- name: mark_schedules
+-- Raise the marks given (a JSON object name -> mark): a mark never moves back. (WHERE true:
+-- an upsert from a SELECT needs a WHERE, or SQLite reads ON as a join's.)
+INSERT INTO schedules (name, sent_up_to) SELECT key, value FROM json_each(?1) WHERE true
+ON CONFLICT (name) DO UPDATE SET sent_up_to = max(sent_up_to, excluded.sent_up_to)
+
+
 -- name: buckets
 -- Rate limits: the tats of the buckets named (a JSON array); set_bucket stores the new ones.
 SELECT bucket, tat FROM buckets WHERE bucket IN (SELECT value FROM json_each(?1))

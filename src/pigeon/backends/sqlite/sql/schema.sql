@@ -1,10 +1,11 @@
--- The pigeon SQLite schema (user_version 3). Run inside BEGIN IMMEDIATE by a connection that
+-- The pigeon SQLite schema (user_version 4). Run inside BEGIN IMMEDIATE by a connection that
 -- finds an older user_version; every statement is idempotent, so that several processes may
 -- open one file at once and a database of an older version is brought up to date by running
 -- the whole script again (which is why a version may only add tables and indexes).
 --   version 1: messages, results, dead, keys, joins, join_members, workers
 --   version 2: locks
 --   version 3: buckets, slots, progress, events
+--   version 4: schedules
 --
 -- Times are epoch seconds on the backend host's clock (time.time()). A message row lives
 -- while the message can still run; its outcome then moves to `results` (and `dead`).
@@ -108,6 +109,14 @@ CREATE TABLE IF NOT EXISTS locks (
     expires_at REAL NOT NULL
 );
 
+-- The scheduler's marks (mark_schedules): every tick of schedule `name` has been sent up to
+-- sent_up_to (epoch seconds, backend clock). Only ever raised; never expires (one tiny row
+-- per schedule, so sweep leaves them).
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    sent_up_to REAL NOT NULL
+);
+
 -- Rate-limit buckets (take): the bucket's theoretical arrival time (GCRA). A bucket whose
 -- tat has passed is the same as an absent one.
 CREATE TABLE IF NOT EXISTS buckets (
@@ -141,4 +150,4 @@ CREATE TABLE IF NOT EXISTS events (
     body BLOB NOT NULL
 );
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
