@@ -163,12 +163,12 @@ class MemoryBackend:
                 expires_at=expiry(m, now), sent_at=now,
             )  # fmt: skip
             self._msgs[m.id] = rec
-            outcomes = {
-                ref: self._results[ref][0].state
-                for ref in dependencies((m,))
-                if ref in self._results
-            }
-            state, join = first_state(m, outcomes)
+            if m.after is None and m.join is None:  # most sends: nothing to look up
+                state, join = "pending", None
+            else:
+                results = self._results
+                outcomes = {r: results[r][0].state for r in dependencies((m,)) if r in results}
+                state, join = first_state(m, outcomes)
             if join is not None:
                 self._joins[m.id] = _Join(
                     join.mode, join.total, join.settled, join.succeeded, join.fired, join.unsettled
