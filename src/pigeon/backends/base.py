@@ -164,10 +164,11 @@ import operator
 import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
+from pigeon.errors import ConfigError
 from pigeon.message import (
     DeadLetter,
     Delivery,
@@ -316,6 +317,35 @@ def redact(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class BrokerURL(NamedTuple):
+    """A broker URL read by ``read_url``: pigeon's own query parameters taken out."""
+
+    parts: SplitResult
+    """The URL as given, split."""
+    own: dict[str, str]
+    """pigeon's own query parameters that were given (the last value of a repeated one)."""
+    rest: str
+    """The URL without them: what the broker's client library is given."""
+
+
+def read_url(url: str, schemes: Collection[str], broker: str, own: Collection[str]) -> BrokerURL:
+    """Check that ``url`` is one of ``schemes`` (any case) and take the query parameters
+    named in ``own`` (pigeon's, such as ``prefix`` or ``schema``) out of it; the others are
+    left for the broker's client. Raises ConfigError naming ``broker`` and the redacted URL.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in schemes:
+        raise ConfigError(f"not a {broker} URL: {redact(url)!r}")
+    found: dict[str, str] = {}
+    rest: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in own:
+            found[name] = value
+        else:
+            rest.append((name, value))
+    return BrokerURL(parts, found, urlunsplit(parts._replace(query=urlencode(rest))))
 
 
 #: The states a message settles in for good (an outcome is stored).

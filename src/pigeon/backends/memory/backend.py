@@ -6,11 +6,9 @@ store lives as long as the backend object; nothing survives the process.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import time
-from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -18,28 +16,24 @@ import msgspec
 from pigeon import codec
 from pigeon.backends.base import (
     DEAD_LETTER_TTL,
-    EVENTS_KEPT,
     KEEP_FOR_DEPENDENTS,
     dead_reason,
     join_fired,
     redact,
 )
 from pigeon.backends.info import StoredDead, StoredMessage, message_info
+from pigeon.backends.memory.coordination import Coordination
 from pigeon.backends.shared import Tally, dependencies, expiry, first_state
 from pigeon.message import (
     DeadLetter,
     Delivery,
-    Event,
     Failure,
     Lease,
     Message,
     MessageInfo,
     Outcome,
-    Progress,
     Result,
-    Slot,
     Stats,
-    Take,
     WorkerInfo,
 )
 
@@ -73,10 +67,11 @@ class _Join:
     members: list[str] = field(default_factory=list)
 
 
-class MemoryBackend:
+class MemoryBackend(Coordination):
     """The reference backend: simple data structures, every rule of the contract."""
 
     def __init__(self, url: str = "memory://") -> None:
+        super().__init__()
         self.url = redact(url)
         self._msgs: dict[str, _Record] = {}
         self._ready: dict[str, list[tuple[int, float, int, str, int]]] = {}
@@ -89,16 +84,7 @@ class MemoryBackend:
         self._joins: dict[str, _Join] = {}
         self._memberships: dict[str, list[str]] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
-        self._locks: dict[str, tuple[str, float]] = {}
-        self._marks: dict[str, float] = {}  # schedule name -> ticks sent up to
-        self._buckets: dict[str, tuple[float, float]] = {}  # bucket -> (tat, tat)
-        self._slots: dict[str, dict[str, float]] = {}  # name -> holder -> expiry
-        self._progress: dict[str, tuple[Progress, float]] = {}
-        self._events: deque[tuple[int, Event]] = deque(maxlen=EVENTS_KEPT)
-        self._event_seq = 0
         self._seq = 0
-        self._changed: asyncio.Event | None = None
-        self._changed_loop: asyncio.AbstractEventLoop | None = None
 
     # lifecycle -----------------------------------------------------------------------
 
@@ -110,23 +96,6 @@ class MemoryBackend:
 
     async def time(self) -> float:
         return time.time()
-
-    def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
-
-    async def _wait_change(self, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        if self._changed is None or self._changed_loop is not loop:
-            # One Event per loop: the store may outlive the loop it was first used on.
-            self._changed = asyncio.Event()
-            self._changed_loop = loop
-        try:
-            async with asyncio.timeout(timeout):
-                await self._changed.wait()
-        except TimeoutError:
-            pass
 
     # queue ----------------------------------------------------------------------------
 
@@ -522,93 +491,3 @@ class MemoryBackend:
                     if not refs:
                         del self._memberships[member]
         return count
-
-    # coordination ----------------------------------------------------------------------
-
-    async def lock(self, name: str, owner: str, ttl: float) -> bool:
-        if ttl <= 0:
-            raise ValueError(f"a lock's ttl must be > 0 seconds, not {ttl}")
-        now = time.time()
-        held = self._locks.get(name)
-        if held is not None and held[0] != owner and held[1] > now:
-            return False
-        self._locks[name] = (owner, now + ttl)
-        return True
-
-    async def unlock(self, name: str, owner: str) -> None:
-        held = self._locks.get(name)
-        if held is not None and held[0] == owner:
-            del self._locks[name]
-
-    async def schedules(self, names: Collection[str]) -> dict[str, float]:
-        return {name: self._marks[name] for name in names if name in self._marks}
-
-    async def mark_schedules(self, marks: Mapping[str, float]) -> None:
-        for name, mark in marks.items():
-            self._marks[name] = max(self._marks.get(name, mark), float(mark))
-
-    async def take(self, takes: Sequence[Take]) -> list[float]:
-        now = time.time()
-        waits: list[float] = []
-        for t in takes:
-            tat = self._buckets.get(t.bucket, (now, now))[0]
-            wait = max(0.0, tat - (t.burst - 1) * t.interval - now)
-            if wait <= t.hold:
-                until = max(tat, now) + t.interval
-                self._buckets[t.bucket] = (until, until)
-            waits.append(wait)
-        return waits
-
-    async def acquire(self, slots: Sequence[Slot]) -> list[bool]:
-        now = time.time()
-        got: list[bool] = []
-        for slot in slots:
-            holders = self._slots.setdefault(slot.name, {})
-            live = {h for h, until in holders.items() if until > now}
-            if slot.holder in live or len(live) < slot.limit:
-                holders[slot.holder] = now + slot.ttl
-                got.append(True)
-            else:
-                got.append(False)
-        return got
-
-    async def release_slots(self, slots: Sequence[Slot]) -> None:
-        for slot in slots:
-            holders = self._slots.get(slot.name)
-            if holders is not None:
-                holders.pop(slot.holder, None)
-
-    # progress and events -----------------------------------------------------------------
-
-    async def report(self, progress: Sequence[Progress], ttl: float) -> None:
-        now = time.time()
-        for p in progress:
-            self._progress[p.id] = (p, now + ttl)
-
-    async def progress(self, ids: Collection[str]) -> dict[str, Progress]:
-        now = time.time()
-        found: dict[str, Progress] = {}
-        for mid in ids:
-            stored = self._progress.get(mid)
-            if stored is not None and stored[1] > now:
-                found[mid] = stored[0]
-        return found
-
-    async def publish(self, events: Sequence[Event]) -> None:
-        for event in events:
-            self._event_seq += 1
-            self._events.append((self._event_seq, event))
-        if events:
-            self._notify()
-
-    async def read_events(
-        self, after: str | None, limit: int = 1000, wait: float = 0.0
-    ) -> tuple[str, list[Event]]:
-        start = self._event_seq if after is None else int(after)
-        deadline = time.monotonic() + wait
-        while True:
-            found = [(seq, e) for seq, e in self._events if seq > start][:limit]
-            if found or time.monotonic() >= deadline:
-                cursor = found[-1][0] if found else start
-                return str(cursor), [e for _, e in found]
-            await self._wait_change(deadline - time.monotonic())

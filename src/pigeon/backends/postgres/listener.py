@@ -35,11 +35,13 @@ log = logging.getLogger("pigeon.backends.postgres")
 
 #: The key ``events`` waiters register under (every reader wants every event).
 EVENTS = "*"
+#: How often fetches, waiters and event readers look for themselves while the listening
+#: connection is down (seconds).
+POLL_WHILE_DEAF = 0.1
 
 #: What can be listened on.
 Kind = Literal["work", "done", "events"]
 
-#: What asyncpg raises when the server or the connection fails.
 #: What a lost or broken connection can raise. InternalClientError is asyncpg's word for a
 #: pooled connection whose session the server terminated before the client noticed.
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)

@@ -15,11 +15,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import asyncpg
 
-from pigeon.backends.base import redact
+from pigeon.backends.base import read_url, redact
 from pigeon.backends.postgres import schema as schemas
 from pigeon.backends.postgres.listener import DB_ERRORS, Kind, Listener
 from pigeon.errors import BackendError, ConfigError
@@ -61,27 +61,18 @@ class _Target:
 
 
 def _parse_url(url: str) -> _Target:
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("postgresql", "postgres"):
-        raise ConfigError(f"not a PostgreSQL URL: {redact(url)!r}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = DEFAULT_SCHEMA
+    given = read_url(url, ("postgresql", "postgres"), "PostgreSQL", ("schema", "migrate"))
+    schema = given.own.get("schema", DEFAULT_SCHEMA)
     migrate = True
-    rest: list[tuple[str, str]] = []
-    for name, value in query:
-        if name == "schema":
-            schema = value
-        elif name == "migrate":
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigError(f"migrate={value!r} in {redact(url)!r}: use true or false")
-            migrate = value.lower() in ("true", "1", "yes")
-        else:
-            rest.append((name, value))
+    if "migrate" in given.own:
+        value = given.own["migrate"]
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"migrate={value!r} in {redact(url)!r}: use true or false")
+        migrate = value.lower() in ("true", "1", "yes")
     if not schema or len(schema.encode()) > 63:
         raise ConfigError(f"schema {schema!r} in {redact(url)!r}: give 1 to 63 bytes")
-    dsn = urlunsplit(parts._replace(query=urlencode(rest)))
-    password = unquote(parts.password) if parts.password else None
-    return _Target(dsn, schema, migrate, password)
+    password = unquote(given.parts.password) if given.parts.password else None
+    return _Target(given.rest, schema, migrate, password)
 
 
 @dataclass

@@ -71,6 +71,9 @@ REPLY_TTL = RETRY_FOR + 15.0
 #: Seconds a call waits for its reply (unless the URL sets ``socket_timeout``) before the
 #: connection counts as dead and the call is retried on a new one.
 REPLY_TIMEOUT = 15.0
+#: The longest one blocking command (``BLPOP`` of a waiting fetch, ``XREAD BLOCK`` of
+#: ``read_events``) blocks, in seconds: well under REPLY_TIMEOUT, so a long wait is several.
+MAX_BLOCK = 10.0
 #: Idle connections kept for reuse; more are made while more calls are in flight.
 MAX_IDLE = 16
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import math
 from typing import NamedTuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from pigeon.backends.base import redact
+from pigeon.backends.base import read_url, redact
 from pigeon.backends.redis.client import RETRY_FOR, Client
 from pigeon.backends.redis.listener import Listener
 from pigeon.errors import ConfigError
@@ -33,26 +32,17 @@ class Target(NamedTuple):
 def parse_url(url: str) -> Target:
     """Read pigeon's query parameters (``prefix``, ``retry_for``) out of a Redis URL; the
     others are redis-py's. Raises ConfigError."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("redis", "rediss"):
-        raise ConfigError(f"not a Redis URL: {redact(url)!r}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = DEFAULT_PREFIX
+    given = read_url(url, ("redis", "rediss"), "Redis", ("prefix", "retry_for"))
+    prefix = given.own.get("prefix", DEFAULT_PREFIX)
     retry_for = RETRY_FOR
-    rest: list[tuple[str, str]] = []
-    for name, value in query:
-        if name == "prefix":
-            prefix = value
-        elif name == "retry_for":
-            retry_for = check_retry_for(value, f"Redis URL {redact(url)!r}")
-        else:
-            rest.append((name, value))
+    if "retry_for" in given.own:
+        retry_for = check_retry_for(given.own["retry_for"], f"Redis URL {redact(url)!r}")
     if not prefix or "{" in prefix or "}" in prefix:
         raise ConfigError(
             f"Redis URL {redact(url)!r}: the prefix must be a non-empty name without braces "
             f"(it becomes the hash tag {{prefix}}), not {prefix!r}"
         )
-    return Target(urlunsplit(parts._replace(query=urlencode(rest))), prefix, retry_for)
+    return Target(given.rest, prefix, retry_for)
 
 
 def check_retry_for(value: str | float, where: str) -> float:
