@@ -61,8 +61,11 @@ class Publisher:
         await self._batcher.drain()
 
 
-def sent(message: Message) -> Event:
-    return Event("sent", message.id, message.task, message.queue, time.time())
+def sent(message: Message, at: float) -> Event:
+    """The "sent" event of ``message``, stored at ``at``: a time taken before the enqueue
+    call, so that it comes before the "started" of a worker that fetched the message while
+    the sender was still waiting for the enqueue's reply."""
+    return Event("sent", message.id, message.task, message.queue, at)
 
 
 def outcome_event(outcome: Outcome, task: str, queue: str, worker: str) -> Event:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -87,13 +88,14 @@ class Sender:
         """Store messages durably (one backend round trip); the ids that stand for them."""
         backend = await self.open()
         messages = self.sign(messages)
+        at = time.time()  # before the enqueue: a worker may start them before it returns
         ids = await backend.enqueue(messages)
         if self.publish_events:
             if self._publisher is None:
                 self._publisher = Publisher(backend)
             for message, mid in zip(messages, ids, strict=True):
                 if mid == message.id:  # not a keyed duplicate
-                    self._publisher.emit(sent_event(message))
+                    self._publisher.emit(sent_event(message, at))
         return ids
 
     def _batched(self) -> Batcher[Message, str]:

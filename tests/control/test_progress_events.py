@@ -121,6 +121,43 @@ async def test_events_tell_the_life_of_each_message(
     assert died.attempt == 1
 
 
+async def test_sent_is_stamped_before_a_worker_can_start_the_message(
+    app: pigeon.App, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sender's reply from enqueue can come after a worker fetched and started the
+    # message: "sent" is the time the send was made, so it still comes first.
+    @app.task
+    async def quick() -> str:
+        return "done"
+
+    backend = await app.open()
+    enqueue = backend.enqueue
+
+    async def slow_reply(messages: list[pigeon.Message]) -> list[str]:
+        ids = await enqueue(messages)
+        await asyncio.sleep(0.5)  # stored: a worker may start it meanwhile
+        return ids
+
+    monkeypatch.setattr(backend, "enqueue", slow_reply)
+    events: list[Event] = []
+
+    async def listen() -> None:
+        async for event in app.events(wait=0.5):
+            events.append(event)
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.3)  # the listener starts at the end of the log
+    await start_worker()
+    promise = quick.send()
+    assert await asyncio.wait_for(promise, 10) == "done"
+    async with asyncio.timeout(5):
+        while {e.kind for e in events if e.id == promise.id} != {"sent", "started", "succeeded"}:
+            await asyncio.sleep(0.02)
+    listener.cancel()
+    at = {e.kind: e.at for e in events if e.id == promise.id}
+    assert at["sent"] < at["started"] < at["succeeded"]
+
+
 async def test_progress_of_a_message_whose_outcome_is_not_kept_is_followed_until_it_is_gone(
     app: pigeon.App, start_worker: StartWorker
 ) -> None:
