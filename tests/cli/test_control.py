@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from types import ModuleType
@@ -80,6 +81,23 @@ def test_inspect_shows_a_pending_message_and_its_arguments(project: Project) -> 
     assert field(result.stdout, "queue") == "default"
     assert json.loads(field(result.stdout, "kwargs")) == {"a": 2, "b": 3}
     assert field(result.stdout, "key") == "order-7"
+
+
+def test_inspect_shows_when_a_message_was_sent_and_when_it_expires(project: Project) -> None:
+    (mid,) = project.send(lambda t: t.add.options(expires=7200).send(1, 1))
+
+    result = project.invoke("inspect", mid, "--url", project.url)
+
+    assert result.exit_code == 0, result.stderr
+    sent, expires = field(result.stdout, "sent"), field(result.stdout, "expires")
+    assert sent.endswith(" ago)"), sent
+    assert " UTC (in 1h59m" in expires or " UTC (in 2h00m" in expires, expires
+
+    def stamp(text: str) -> datetime.datetime:
+        return datetime.datetime.strptime(text.split(" UTC")[0], "%Y-%m-%d %H:%M:%S")
+
+    # The relative expiry, resolved on the backend's clock from when it stored the message.
+    assert abs((stamp(expires) - stamp(sent)).total_seconds() - 7200) <= 1
 
 
 def test_inspect_shows_a_dead_letter_with_its_error_and_traceback(project: Project) -> None:
