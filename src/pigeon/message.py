@@ -301,6 +301,17 @@ class WorkerInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     last_seen: float = 0.0
 
 
+class Pause(msgspec.Struct, frozen=True):
+    """A paused queue (``Backend.pause``): its messages are not fetched until it is resumed,
+    or until ``until`` (backend clock, epoch seconds) when that is set. ``since`` is when it
+    was first paused (a pause renewed keeps it)."""
+
+    queue: str
+    reason: str | None
+    since: float
+    until: float | None
+
+
 class Stats(msgspec.Struct):
     """What ``pigeon status`` shows: per-queue counts, stored outcomes and live workers."""
 
@@ -308,6 +319,8 @@ class Stats(msgspec.Struct):
     results: int
     dead: int
     workers: list[WorkerInfo]
+    #: The paused queues (``Backend.paused``), whether or not they hold messages.
+    paused: dict[str, Pause] = msgspec.field(default_factory=dict)
 
 
 class Take(msgspec.Struct, frozen=True, array_like=True):

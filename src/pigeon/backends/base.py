@@ -92,6 +92,18 @@ Control
     worker for ``ttl`` seconds; ``retire`` removes its record. ``sweep()`` deletes expired
     results, keys, dead letters and worker records and returns how many rows it removed.
 
+Pausing
+    ``pause(queue, reason, until)`` pauses a queue for every worker: no fetch leases its
+    messages until ``resume(queue)``, or until ``until`` (absolute, backend clock) when it is
+    given, after which the pause ends by itself. Sends are still accepted, and work already
+    leased is untouched (``extend``, ``settle``, ``release`` and ``cancel`` work as ever).
+    Pausing a paused queue replaces its reason and ``until`` and keeps its ``since``; it
+    returns the ``Pause`` as stored. An empty queue name, or an ``until`` that is not after
+    the backend's now, raises ValueError and changes nothing. ``resume(queue)`` ends the
+    pause at once, wakes fetches waiting on the queue, and returns whether it was paused (an
+    expired pause is not). ``paused()`` returns the unexpired pauses by queue, as does
+    ``stats().paused``.
+
 Cancelling running work
     ``cancelling(leases)`` returns the ids among ``leases`` that are still held as that
     attempt (as for ``extend``) and whose cancellation was requested; a lease no longer held
@@ -178,6 +190,7 @@ from pigeon.message import (
     Message,
     MessageInfo,
     Outcome,
+    Pause,
     Progress,
     Result,
     Slot,
@@ -239,6 +252,12 @@ class Backend(Protocol):
     async def heartbeat(self, info: WorkerInfo, ttl: float) -> None: ...
     async def retire(self, worker: str) -> None: ...
     async def sweep(self) -> int: ...
+
+    async def pause(
+        self, queue: str, reason: str | None = None, until: float | None = None
+    ) -> Pause: ...
+    async def resume(self, queue: str) -> bool: ...
+    async def paused(self) -> dict[str, Pause]: ...
 
     async def cancelling(self, leases: Sequence[Lease]) -> set[str]: ...
     async def lock(self, name: str, owner: str, ttl: float) -> bool: ...

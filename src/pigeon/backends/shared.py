@@ -13,11 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from pigeon.backends.base import join_fired
-from pigeon.message import JoinSpec, Lease, Message, Outcome, QueueStats, Stats, WorkerInfo
+from pigeon.message import (
+    JoinSpec,
+    Lease,
+    Message,
+    Outcome,
+    Pause,
+    QueueStats,
+    Stats,
+    WorkerInfo,
+)
 
 log = logging.getLogger("pigeon.backends")
 
@@ -65,9 +75,35 @@ class Tally:
         qs.dead += n
         self.dead += n
 
-    def stats(self, results: int, workers: Iterable[WorkerInfo]) -> Stats:
-        """The ``Stats``: these counts, ``results`` kept outcomes, the live workers by id."""
-        return Stats(self.queues, results, self.dead, sorted(workers, key=lambda w: w.id))
+    def stats(
+        self,
+        results: int,
+        workers: Iterable[WorkerInfo],
+        paused: Mapping[str, Pause] | None = None,
+    ) -> Stats:
+        """The ``Stats``: these counts, ``results`` kept outcomes, the live workers by id,
+        the unexpired pauses."""
+        workers = sorted(workers, key=lambda w: w.id)
+        return Stats(self.queues, results, self.dead, workers, dict(paused or {}))
+
+
+# pause ------------------------------------------------------------------------------------
+
+
+def check_pause(queue: str, until: float | None) -> None:
+    """Refuse, before anything is stored, a pause no backend could keep: ValueError."""
+    if not isinstance(queue, str) or not queue:
+        raise ValueError(f"a queue to pause or resume needs a name, not {queue!r}")
+    if until is not None and not math.isfinite(until):
+        raise ValueError(f"a pause's until must be a finite time (epoch seconds), not {until!r}")
+
+
+def until_passed(queue: str, until: float, now: float) -> ValueError:
+    """The error of a pause whose ``until`` is not after the backend's ``now``."""
+    return ValueError(
+        f"cannot pause queue {queue!r} until {until:.3f}: that is not after the backend's "
+        f"now ({now:.3f}); give a time in the future (now + seconds), or resume it instead"
+    )
 
 
 # settle -----------------------------------------------------------------------------------

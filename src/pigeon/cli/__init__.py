@@ -21,7 +21,7 @@ import click
 
 from pigeon.cli.backend import CommandState
 from pigeon.cli.demo import demo
-from pigeon.cli.manage import cancel, dlq, migrate, purge
+from pigeon.cli.manage import cancel, dlq, migrate, pause, purge, resume
 from pigeon.cli.observe import events, inspect_, status
 from pigeon.cli.output import CommandError
 from pigeon.cli.send import _ProgressBar as _ProgressBar
@@ -72,7 +72,20 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = CommandState(debug=debug)
 
 
-for _verb in [worker, send, status, inspect_, events, cancel, purge, dlq, migrate, demo]:
+for _verb in [
+    worker,
+    send,
+    status,
+    inspect_,
+    events,
+    cancel,
+    purge,
+    pause,
+    resume,
+    dlq,
+    migrate,
+    demo,
+]:
     cli.add_command(_verb)
 
 

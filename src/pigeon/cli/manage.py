@@ -1,9 +1,10 @@
 """Verbs that change what the backend holds: ``cancel``, ``purge``, ``dlq`` (list, requeue,
-purge) and ``migrate``."""
+purge), ``pause``, ``resume`` and ``migrate``."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,12 +25,14 @@ from pigeon.cli.backend import (
 from pigeon.cli.output import (
     CommandError,
     CommandFailed,
+    describe_pause,
     format_count,
     format_duration,
     stderr_console,
     stdout_console,
 )
 from pigeon.errors import ConfigError, PigeonError
+from pigeon.message import Pause
 
 # dead letters ------------------------------------------------------------------------------
 
@@ -201,6 +204,95 @@ def cancel(
         stderr_console().print(f"[yellow]not cancelled[/] {mid}: {escape(reason)}", soft_wrap=True)
     if why:
         raise CommandFailed(f"{len(why)} of {len(set(ids))} messages were not cancelled")
+
+
+# pause, resume -----------------------------------------------------------------------------
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhd])")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``10m``, ``1h30m``, ``2d`` or ``0.5s``; ValueError if it is
+    not one, or not above 0."""
+    spec = text.strip().lower()
+    try:
+        seconds = float(spec)
+    except ValueError:
+        parts = _DURATION.findall(spec)
+        if not parts or "".join(n + u for n, u in parts) != spec:
+            raise ValueError(
+                f"not a duration: {text!r} (write it like 90s, 10m, 1h30m or 2d)"
+            ) from None
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"a pause lasts more than 0 seconds, not {text!r}")
+    return seconds
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@click.argument("queue")
+@click.option(
+    "--for",
+    "duration",
+    metavar="DURATION",
+    callback=_duration,
+    help="Resume by itself after this long (90s, 10m, 1h30m, 2d); default: until resumed.",
+)
+@click.option("--reason", metavar="TEXT", help="Why: shown by pigeon status.")
+@backend_options
+@click.pass_obj
+def pause(
+    state: CommandState,
+    queue: str,
+    duration: float | None,
+    reason: str | None,
+    app_spec: str | None,
+    url: str | None,
+) -> None:
+    """Stop every worker from starting QUEUE's messages, until resumed (or for a while).
+
+    Sends to QUEUE are still accepted, and messages already running finish. Pausing a paused
+    queue changes its reason and how long it lasts. Undo with pigeon resume QUEUE.
+    """
+
+    async def run(b: Backend) -> tuple[Pause, float]:
+        now = await b.time()
+        until = None if duration is None else now + duration
+        return await b.pause(queue, reason, until), now
+
+    app = app_for(state, app_spec, url)
+    stored, now = call_backend(app, run)
+    stdout_console().print(
+        f"paused queue {escape(queue)} {escape(describe_pause(stored, now))}", soft_wrap=True
+    )
+
+
+@click.command()
+@click.argument("queue")
+@backend_options
+@click.pass_obj
+def resume(state: CommandState, queue: str, app_spec: str | None, url: str | None) -> None:
+    """Let workers start QUEUE's messages again, at once.
+
+    Resuming a queue that is not paused (or whose pause has ended) changes nothing.
+    """
+    app = app_for(state, app_spec, url)
+    was = call_backend(app, lambda b: b.resume(queue))
+    out = stdout_console()
+    if was:
+        out.print(f"resumed queue {escape(queue)}", soft_wrap=True)
+    else:
+        out.print(f"queue {escape(queue)} was not paused", soft_wrap=True)
 
 
 # migrate -----------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from pigeon.message import Pause
+
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 
@@ -76,3 +78,9 @@ def format_when(epoch: float | None, now: float) -> str:
     delta = epoch - now
     relative = f"in {format_duration(delta)}" if delta > 0 else f"{format_duration(-delta)} ago"
     return f"{stamp} UTC ({relative})"
+
+
+def describe_pause(pause: Pause, now: float) -> str:
+    """How long a pause lasts, and why: what ``pause`` and ``status`` print."""
+    until = f"until {format_when(pause.until, now)}" if pause.until is not None else "until resumed"
+    return until + (f": {pause.reason}" if pause.reason else "")

@@ -16,6 +16,7 @@ from pigeon.message import Event, Message, Progress, Slot, Take, new_id
 ADDED_IN_2 = ("locks",)
 ADDED_IN_3 = ("buckets", "slots", "progress", "events")
 ADDED_IN_4 = ("schedules",)
+ADDED_IN_5 = ("pauses",)
 
 
 def user_version(db: Path) -> int:
@@ -32,14 +33,14 @@ async def test_a_version_1_database_is_upgraded_on_open_and_keeps_its_messages(
     await backend.enqueue([message])
     await backend.close()
     with sqlite3.connect(db) as conn:  # what pigeon 0.1 (schema version 1) made
-        for table in ADDED_IN_2 + ADDED_IN_3 + ADDED_IN_4:
+        for table in ADDED_IN_2 + ADDED_IN_3 + ADDED_IN_4 + ADDED_IN_5:
             conn.execute(f"DROP TABLE {table}")
         conn.execute("PRAGMA user_version = 1")
 
     upgraded = SQLiteBackend(f"sqlite:///{db}")
     try:
         await upgraded.open()
-        assert user_version(db) == SCHEMA_VERSION == 4
+        assert user_version(db) == SCHEMA_VERSION == 5
         assert await upgraded.lock("leader", "a", 30) is True
         assert await upgraded.take([Take("b", 1.0)]) == [0.0]
         await upgraded.mark_schedules({"tick": 1000.5})
@@ -60,14 +61,14 @@ async def test_a_version_2_database_is_upgraded_on_open_and_keeps_its_messages(
     assert await backend.lock("leader", "a", 30) is True
     await backend.close()
     with sqlite3.connect(db) as conn:  # what a schema version 2 pigeon made
-        for table in ADDED_IN_3 + ADDED_IN_4:
+        for table in ADDED_IN_3 + ADDED_IN_4 + ADDED_IN_5:
             conn.execute(f"DROP TABLE {table}")
         conn.execute("PRAGMA user_version = 2")
 
     upgraded = SQLiteBackend(f"sqlite:///{db}")
     try:
         await upgraded.open()
-        assert user_version(db) == SCHEMA_VERSION == 4
+        assert user_version(db) == SCHEMA_VERSION == 5
         assert await upgraded.lock("leader", "b", 30) is False  # version 2's lock is kept
         assert await upgraded.take([Take("b", 1.0)]) == [0.0]
         assert await upgraded.acquire([Slot("s", "h")]) == [True]
@@ -93,20 +94,50 @@ async def test_a_version_3_database_is_upgraded_on_open_and_keeps_what_it_stores
     assert await backend.take([Take("b", 60.0)]) == [0.0]
     await backend.close()
     with sqlite3.connect(db) as conn:  # what a schema version 3 pigeon made
-        for table in ADDED_IN_4:
+        for table in ADDED_IN_4 + ADDED_IN_5:
             conn.execute(f"DROP TABLE {table}")
         conn.execute("PRAGMA user_version = 3")
 
     upgraded = SQLiteBackend(f"sqlite:///{db}")
     try:
         await upgraded.open()
-        assert user_version(db) == SCHEMA_VERSION == 4
+        assert user_version(db) == SCHEMA_VERSION == 5
         assert await upgraded.lock("leader", "b", 30) is False  # version 3's rows are kept
         [wait] = await upgraded.take([Take("b", 60.0)])
         assert wait > 0  # version 3's bucket is kept
         assert await upgraded.schedules(["tick"]) == {}
         await upgraded.mark_schedules({"tick": 1000.5})
         assert await upgraded.schedules(["tick"]) == {"tick": 1000.5}
+        [delivery] = await upgraded.fetch(["q"], 1, "w")
+        assert delivery.id == message.id
+    finally:
+        await upgraded.close()
+
+
+async def test_a_version_4_database_is_upgraded_on_open_and_can_pause_its_queues(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "pigeon.db"
+    backend = SQLiteBackend(f"sqlite:///{db}")
+    message = Message(new_id(), "t", "q")
+    await backend.enqueue([message])
+    await backend.mark_schedules({"tick": 1000.5})
+    await backend.close()
+    with sqlite3.connect(db) as conn:  # what a schema version 4 pigeon made
+        for table in ADDED_IN_5:
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("PRAGMA user_version = 4")
+
+    upgraded = SQLiteBackend(f"sqlite:///{db}")
+    try:
+        await upgraded.open()
+        assert user_version(db) == SCHEMA_VERSION == 5
+        assert await upgraded.schedules(["tick"]) == {"tick": 1000.5}  # version 4's rows kept
+        assert await upgraded.paused() == {}
+        pause = await upgraded.pause("q", "upgraded")
+        assert await upgraded.paused() == {"q": pause}
+        assert await upgraded.fetch(["q"], 1, "w") == []
+        assert await upgraded.resume("q") is True
         [delivery] = await upgraded.fetch(["q"], 1, "w")
         assert delivery.id == message.id
     finally:

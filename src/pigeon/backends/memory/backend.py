@@ -22,8 +22,9 @@ from pigeon.backends.base import (
     redact,
 )
 from pigeon.backends.info import StoredDead, StoredMessage, message_info
-from pigeon.backends.memory.coordination import Coordination
+from pigeon.backends.memory.pausing import Pausing
 from pigeon.backends.shared import Tally, dependencies, expiry, first_state
+from pigeon.clock import SYSTEM, Clock
 from pigeon.message import (
     DeadLetter,
     Delivery,
@@ -67,11 +68,15 @@ class _Join:
     members: list[str] = field(default_factory=list)
 
 
-class MemoryBackend(Coordination):
+class MemoryBackend(Pausing):
     """The reference backend: simple data structures, every rule of the contract."""
 
-    def __init__(self, url: str = "memory://") -> None:
+    def __init__(self, url: str = "memory://", *, clock: Clock = SYSTEM) -> None:
+        """``clock`` is what every time is read on (``pigeon.testing`` gives a
+        ``ManualClock``); a jump of it wakes waiting fetches."""
         super().__init__()
+        self._now = clock.time
+        clock.listen(self._notify)
         self.url = redact(url)
         self._msgs: dict[str, _Record] = {}
         self._ready: dict[str, list[tuple[int, float, int, str, int]]] = {}
@@ -95,7 +100,7 @@ class MemoryBackend(Coordination):
         return None
 
     async def time(self) -> float:
-        return time.time()
+        return self._now()
 
     # queue ----------------------------------------------------------------------------
 
@@ -112,7 +117,7 @@ class MemoryBackend(Coordination):
         heapq.heappush(heap, (-rec.message.priority, rec.due, rec.seq, rec.message.id, rec.version))
 
     async def enqueue(self, messages: Sequence[Message]) -> list[str]:
-        now = time.time()
+        now = self._now()
         ids: list[str] = []
         for m in messages:
             if m.key is not None:
@@ -196,21 +201,33 @@ class MemoryBackend(Coordination):
             if out or remaining <= 0:
                 return out
             next_due = self._next_due()
-            await self._wait_change(min(remaining, max(next_due - time.time(), 0.001)))
+            if self._pauses:  # a pause that ends by itself ends the wait too
+                next_due = min(next_due, self._pauses_end(queues, self._now()) or next_due)
+            await self._wait_change(min(remaining, max(next_due - self._now(), 0.001)))
+
+    def next_due(self) -> float | None:
+        """When (on this backend's clock) the next delayed message or lease falls due; None
+        when nothing waits for a time. ``pigeon.testing`` moves its clock there."""
+        times = [self._scheduled[0][0]] if self._scheduled else []
+        if self._leases:
+            times.append(self._leases[0][0])
+        return min(times) if times else None
 
     def _next_due(self) -> float:
         times = [self._scheduled[0][0]] if self._scheduled else []
         if self._leases:
             times.append(self._leases[0][0])
-        return min(times) if times else time.time() + 3600
+        return min(times) if times else self._now() + 3600
 
     def _fetch_now(
         self, queues: Sequence[str], limit: int, worker: str, lease: float | None
     ) -> list[Delivery]:
-        now = time.time()
+        now = self._now()
         self._promote(now)
         out: list[Delivery] = []
         for queue in queues:
+            if self._pauses and self._is_paused(queue, now):
+                continue
             heap = self._ready.get(queue)
             while heap and len(out) < limit:
                 _, _, _, mid, version = heapq.heappop(heap)
@@ -239,7 +256,7 @@ class MemoryBackend(Coordination):
         return rec
 
     async def extend(self, leases: Sequence[Lease]) -> set[str]:
-        now = time.time()
+        now = self._now()
         lost: set[str] = set()
         for lease in leases:
             rec = self._held(lease)
@@ -250,7 +267,7 @@ class MemoryBackend(Coordination):
         return lost
 
     async def release(self, leases: Sequence[Lease], delay: float = 0.0) -> int:
-        now = time.time()
+        now = self._now()
         count = 0
         for lease in leases:
             rec = self._held(lease)
@@ -264,7 +281,7 @@ class MemoryBackend(Coordination):
         return count
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        now = time.time()
+        now = self._now()
         applied: list[bool] = []
         for o in outcomes:
             rec = self._held(Lease(o.id, o.attempt))
@@ -335,7 +352,7 @@ class MemoryBackend(Coordination):
     # results ---------------------------------------------------------------------------
 
     async def results(self, ids: Collection[str]) -> dict[str, Result]:
-        now = time.time()
+        now = self._now()
         out: dict[str, Result] = {}
         for mid in ids:
             stored = self._results.get(mid)
@@ -355,7 +372,7 @@ class MemoryBackend(Coordination):
     # control ---------------------------------------------------------------------------
 
     async def cancel(self, ids: Collection[str]) -> list[str]:
-        now = time.time()
+        now = self._now()
         done: list[str] = []
         for mid in ids:
             rec = self._msgs.get(mid)
@@ -388,7 +405,7 @@ class MemoryBackend(Coordination):
         return letters[:limit]
 
     async def requeue(self, ids: Collection[str]) -> int:
-        now = time.time()
+        now = self._now()
         count = 0
         for mid in ids:
             stored = self._dead.pop(mid, None)
@@ -426,7 +443,7 @@ class MemoryBackend(Coordination):
         return len(doomed)
 
     async def inspect(self, id: str) -> MessageInfo | None:
-        now = time.time()
+        now = self._now()
         rec = self._msgs.get(id)
         stored = self._results.get(id)
         result = stored[0] if stored is not None and stored[1] > now else None
@@ -443,24 +460,25 @@ class MemoryBackend(Coordination):
         return message_info(id, now, message, result, dead)
 
     async def stats(self) -> Stats:
-        now = time.time()
+        now = self._now()
         tally = Tally()
         for rec in self._msgs.values():
             tally.message(rec.message.queue, rec.state, rec.due > now)
         for letter, _ in self._dead.values():
             tally.dead_letters(letter.queue)
         results = sum(1 for _, exp in self._results.values() if exp > now)
-        return tally.stats(results, (info for info, exp in self._workers.values() if exp > now))
+        workers = (info for info, exp in self._workers.values() if exp > now)
+        return tally.stats(results, workers, self._live_pauses(now))
 
     async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
-        now = time.time()
+        now = self._now()
         self._workers[info.id] = (msgspec.structs.replace(info, last_seen=now), now + ttl)
 
     async def retire(self, worker: str) -> None:
         self._workers.pop(worker, None)
 
     async def sweep(self) -> int:
-        now = time.time()
+        now = self._now()
         count = 0
         stores = (
             self._results,

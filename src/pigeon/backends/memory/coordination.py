@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from pigeon.backends.base import EVENTS_KEPT
 from pigeon.message import Event, Progress, Slot, Take
@@ -20,6 +20,9 @@ from pigeon.message import Event, Progress, Slot, Take
 
 class Coordination:
     """Locks, schedule marks, rate buckets, concurrency places, progress and events."""
+
+    #: The backend's clock (``time.time`` unless it was given another: ``pigeon.clock``).
+    _now: Callable[[], float] = staticmethod(time.time)
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[str, float]] = {}
@@ -56,7 +59,7 @@ class Coordination:
     async def lock(self, name: str, owner: str, ttl: float) -> bool:
         if ttl <= 0:
             raise ValueError(f"a lock's ttl must be > 0 seconds, not {ttl}")
-        now = time.time()
+        now = self._now()
         held = self._locks.get(name)
         if held is not None and held[0] != owner and held[1] > now:
             return False
@@ -76,7 +79,7 @@ class Coordination:
             self._marks[name] = max(self._marks.get(name, mark), float(mark))
 
     async def take(self, takes: Sequence[Take]) -> list[float]:
-        now = time.time()
+        now = self._now()
         waits: list[float] = []
         for t in takes:
             tat = self._buckets.get(t.bucket, (now, now))[0]
@@ -88,7 +91,7 @@ class Coordination:
         return waits
 
     async def acquire(self, slots: Sequence[Slot]) -> list[bool]:
-        now = time.time()
+        now = self._now()
         got: list[bool] = []
         for slot in slots:
             holders = self._slots.setdefault(slot.name, {})
@@ -109,12 +112,12 @@ class Coordination:
     # progress and events -----------------------------------------------------------------
 
     async def report(self, progress: Sequence[Progress], ttl: float) -> None:
-        now = time.time()
+        now = self._now()
         for p in progress:
             self._progress[p.id] = (p, now + ttl)
 
     async def progress(self, ids: Collection[str]) -> dict[str, Progress]:
-        now = time.time()
+        now = self._now()
         found: dict[str, Progress] = {}
         for mid in ids:
             stored = self._progress.get(mid)

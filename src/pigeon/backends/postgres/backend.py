@@ -24,7 +24,7 @@ from pigeon.backends.postgres import schema as schemas
 from pigeon.backends.postgres.coordination import Coordination
 from pigeon.backends.postgres.listener import DB_ERRORS, POLL_WHILE_DEAF, Waker, stored_result
 from pigeon.backends.postgres.session import close_session
-from pigeon.backends.shared import orphaned_leases, release_orphans
+from pigeon.backends.shared import check_pause, orphaned_leases, release_orphans, until_passed
 from pigeon.message import (
     DeadLetter,
     Delivery,
@@ -32,6 +32,7 @@ from pigeon.message import (
     Message,
     MessageInfo,
     Outcome,
+    Pause,
     Result,
     Stats,
     WorkerInfo,
@@ -397,10 +398,40 @@ class PostgresBackend(Coordination):
         return decoding.message_info(id, r)
 
     async def stats(self) -> Stats:
-        """Messages by queue and state, unexpired outcomes, dead letters, live workers."""
+        """Messages by queue and state, unexpired outcomes, dead letters, live workers and
+        the live pauses."""
         async with self._connection() as conn:
             found = await conn.fetch(self._sql["stats"])
-        return decoding.stats(found)
+            paused = await conn.fetch(self._sql["paused"])
+        return decoding.stats(found, paused)
+
+    async def pause(
+        self, queue: str, reason: str | None = None, until: float | None = None
+    ) -> Pause:
+        """Stop fetches from leasing ``queue``'s messages, until ``resume`` or ``until``
+        (database clock); renewing a pause keeps its since. One row of ``pauses``, which
+        the fetch statement reads."""
+        check_pause(queue, until)
+        at = None if until is None else float(until)
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._sql["pause"], queue, reason, at)
+        if row[0] is None:
+            raise until_passed(queue, float(until or 0.0), row[4])
+        return decoding.pause(row)
+
+    async def resume(self, queue: str) -> bool:
+        """End ``queue``'s pause and NOTIFY the fetches sleeping on it; whether it was
+        paused."""
+        check_pause(queue, None)
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._sql["resume"], queue)
+        return bool(row[0])
+
+    async def paused(self) -> dict[str, Pause]:
+        """The live pauses, by queue."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql["paused"])
+        return decoding.pauses(rows)
 
     # workers and sweeping --------------------------------------------------------------
 

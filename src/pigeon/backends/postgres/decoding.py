@@ -15,7 +15,7 @@ from pigeon.backends.info import StoredDead, StoredMessage
 from pigeon.backends.info import message_info as message_info_of
 from pigeon.backends.postgres.listener import stored_result
 from pigeon.backends.shared import Tally
-from pigeon.message import Delivery, Event, MessageInfo, Progress, Stats, WorkerInfo
+from pigeon.message import Delivery, Event, MessageInfo, Pause, Progress, Stats, WorkerInfo
 
 log = logging.getLogger("pigeon.backends.postgres")
 
@@ -63,9 +63,20 @@ def message_info(id: str, r: Any) -> MessageInfo | None:
     return message_info_of(id, r["now"], message, result, dead)
 
 
-def stats(rows: list[Any]) -> Stats:
+def pause(row: Any) -> Pause:
+    """A ``Pause`` from a row (queue, reason, since, until) of the ``pause`` or ``paused``
+    statement (epoch seconds)."""
+    return Pause(row[0], row[1], row[2], row[3])
+
+
+def pauses(rows: list[Any]) -> dict[str, Pause]:
+    """The rows of the ``paused`` statement, by queue."""
+    return {row[0]: pause(row) for row in rows}
+
+
+def stats(rows: list[Any], paused: list[Any]) -> Stats:
     """The counts of the ``stats`` rows: by queue and state, outcomes, dead letters, and the
-    live workers (by id)."""
+    live workers (by id); with the rows of ``paused``."""
     tally = Tally()
     results = 0
     workers: list[WorkerInfo] = []
@@ -79,7 +90,7 @@ def stats(rows: list[Any]) -> Stats:
         else:
             decoded = _worker_decoder.decode(info)
             workers.append(msgspec.structs.replace(decoded, last_seen=last_seen))
-    return tally.stats(results, workers)
+    return tally.stats(results, workers, pauses(paused))
 
 
 def progress(rows: list[Any], url: str) -> dict[str, Progress]:

@@ -11,7 +11,8 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
 
 - Every operation that changes state is one Lua script (``lua/``), so it is atomic:
   ``enqueue``, ``fetch``, ``extend``, ``settle``, ``release``, ``cancel``, ``requeue``,
-  ``take``, ``acquire``, ``release_slots``, ``report``, ``publish``, ``mark_schedules``. A
+  ``take``, ``acquire``, ``release_slots``, ``report``, ``publish``, ``mark_schedules``,
+  ``pause`` and ``resume`` (``pauses.lua``, which ``fetch.lua`` reads with one HMGET). A
   script handles a whole batch in one call, except that ``enqueue`` pipelines a big batch as
   one call per ``ENQUEUE_CHUNK`` on one connection (``enqueue_plain.lua`` for a chunk of
   messages without keys or links that share their options). Scripts are loaded once (``SCRIPT
@@ -78,7 +79,7 @@ from pigeon.backends.redis.client import MAX_BLOCK, TRANSIENT, Client
 from pigeon.backends.redis.connections import Connections, check_retry_for, connect, parse_url
 from pigeon.backends.redis.coordination import Coordination
 from pigeon.backends.redis.replies import seconds
-from pigeon.backends.shared import orphaned_leases, release_orphans
+from pigeon.backends.shared import check_pause, orphaned_leases, release_orphans, until_passed
 from pigeon.message import (
     DeadLetter,
     Delivery,
@@ -86,6 +87,7 @@ from pigeon.message import (
     Message,
     MessageInfo,
     Outcome,
+    Pause,
     Result,
     Stats,
     WorkerInfo,
@@ -471,6 +473,30 @@ class RedisBackend(Coordination):
     async def stats(self) -> Stats:
         """Messages by queue and state, unexpired outcomes, dead letters, live workers."""
         return replies.stats(await self._script("stats", ""))
+
+    async def pause(
+        self, queue: str, reason: str | None = None, until: float | None = None
+    ) -> Pause:
+        """Stop fetches from leasing ``queue``'s messages, until ``resume`` or ``until``
+        (server clock); renewing a pause keeps its since. One field of the ``pauses`` hash,
+        which each fetch reads with one HMGET for all its queues."""
+        check_pause(queue, until)
+        text = "-" if reason is None else f"+{reason}"
+        at = "" if until is None else repr(float(until))
+        stored, value = await self._script("pauses", "", "pause", queue, text, at)
+        if not stored:
+            raise until_passed(queue, float(until or 0.0), seconds(value))
+        return replies.pause(queue, value)
+
+    async def resume(self, queue: str) -> bool:
+        """End ``queue``'s pause and wake the fetches blocked on it; whether it was paused."""
+        check_pause(queue, None)
+        return bool(await self._script("pauses", self._token(), "resume", queue))
+
+    async def paused(self) -> dict[str, Pause]:
+        """The live pauses, by queue."""
+        now, *fields = await self._script("pauses", "", "list")
+        return replies.pauses(now, fields)
 
     async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
         """Record ``info`` as a live worker for ``ttl`` seconds (``last_seen`` = server now)."""

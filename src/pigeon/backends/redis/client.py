@@ -129,6 +129,7 @@ SCRIPTS = (
     "release_slots",
     "report",
     "publish",
+    "pauses",
 )
 
 

@@ -23,6 +23,7 @@ from pigeon.message import (
     Lease,
     Message,
     MessageInfo,
+    Pause,
     QueueStats,
     Stats,
     WorkerInfo,
@@ -158,11 +159,30 @@ def message_info(id: str, reply: list[Any]) -> MessageInfo | None:
     return message_info_of(id, seconds(now), message, result, dead)
 
 
+def pause(queue: str, value: bytes) -> Pause:
+    """A stored pause (``pauses.lua``): ``b"<until> <since> <reason>"``, times in server
+    microseconds (until 0: until resumed), reason ``-`` for none or ``+`` and its text."""
+    until, since, reason = value.split(b" ", 2)
+    text = reason[1:].decode() if reason.startswith(b"+") else None
+    return Pause(queue, text, seconds(int(since)), seconds(int(until)) or None)
+
+
+def pauses(now: int, fields: list[Any]) -> dict[str, Pause]:
+    """The live pauses among ``[queue, value, ...]`` (a hash read) at server time ``now``."""
+    found: dict[str, Pause] = {}
+    for i in range(0, len(fields), 2):
+        until = int(fields[i + 1].split(b" ", 1)[0])
+        if until == 0 or until > now:
+            queue = fields[i].decode()
+            found[queue] = pause(queue, fields[i + 1])
+    return dict(sorted(found.items()))
+
+
 def stats(reply: list[Any]) -> Stats:
     """The reply of ``stats.lua``: ``[now, [queue, waiting, scheduled, pending, leased, dead,
-    queue, ...], unexpired results, dead letters, [WorkerInfo JSON or nil, ...]]``. Queues
-    with nothing in them are left out; workers are sorted by id."""
-    _, counts, results, dead, infos = reply
+    queue, ...], unexpired results, dead letters, [WorkerInfo JSON or nil, ...], [queue,
+    pause, ...]]``. Queues with nothing in them are left out; workers are sorted by id."""
+    now, counts, results, dead, infos, paused = reply
     queues: dict[str, QueueStats] = {}
     for i in range(0, len(counts), 6):
         qs = QueueStats(*counts[i + 1 : i + 6])
@@ -170,7 +190,7 @@ def stats(reply: list[Any]) -> Stats:
             queues[counts[i].decode()] = qs
     workers = [_worker_decoder.decode(info) for info in infos if info is not None]
     workers.sort(key=lambda w: w.id)
-    return Stats(queues, results, dead, workers)
+    return Stats(queues, results, dead, workers, pauses(now, paused))
 
 
 def stream_entries(reply: Any) -> list[Any]:

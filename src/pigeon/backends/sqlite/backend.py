@@ -34,7 +34,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar, TypeVarTuple
 
 from pigeon.backends.base import Poller, redact
-from pigeon.backends.shared import log_orphans, orphaned_leases
+from pigeon.backends.shared import check_pause, log_orphans, orphaned_leases
 from pigeon.backends.sqlite.rows import enqueue_rows, queries
 from pigeon.backends.sqlite.store import Store
 from pigeon.errors import BackendError, ConfigError
@@ -46,6 +46,7 @@ from pigeon.message import (
     Message,
     MessageInfo,
     Outcome,
+    Pause,
     Progress,
     Result,
     Slot,
@@ -336,6 +337,26 @@ class SQLiteBackend:
     async def stats(self) -> Stats:
         """Messages by queue and state, unexpired outcomes, dead letters, live workers."""
         return await self._run(Store.stats)
+
+    async def pause(
+        self, queue: str, reason: str | None = None, until: float | None = None
+    ) -> Pause:
+        """Stop fetches from leasing ``queue``'s messages, until ``resume`` or ``until``
+        (epoch seconds, this host's clock); renewing a pause keeps its since."""
+        check_pause(queue, until)
+        return await self._run(Store.pause, queue, reason, None if until is None else float(until))
+
+    async def resume(self, queue: str) -> bool:
+        """End ``queue``'s pause; whether it was paused. Fetches polling here look at once;
+        those of other processes see it at their next poll."""
+        check_pause(queue, None)
+        was = await self._run(Store.resume, queue)
+        self._poller.kick()
+        return was
+
+    async def paused(self) -> dict[str, Pause]:
+        """The live pauses, by queue."""
+        return await self._run(Store.paused)
 
     async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
         """Record ``info`` as a live worker for ``ttl`` seconds (``last_seen`` = now)."""

@@ -30,6 +30,7 @@ from pigeon.backends.base import (
 )
 from pigeon.backends.info import StoredDead, StoredMessage, message_info
 from pigeon.backends.shared import EVENTS_PRUNE_EVERY, Tally, first_outcomes, verdicts
+from pigeon.backends.sqlite.pausing import drop_pause, live_pauses, store_pause
 from pigeon.backends.sqlite.rows import (
     enqueue_rows,
     json_array,
@@ -47,6 +48,7 @@ from pigeon.message import (
     Message,
     MessageInfo,
     Outcome,
+    Pause,
     Progress,
     Result,
     Slot,
@@ -62,7 +64,7 @@ Ts = TypeVarTuple("Ts")
 
 #: SQLite 3.35 added RETURNING, which every batched step here relies on.
 MIN_SQLITE = (3, 35, 0)
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: Messages per enqueue transaction: a bigger batch (a bulk send) is written in several, so
 #: that workers never wait long for the write lock.
 ENQUEUE_CHUNK = 1000
@@ -213,7 +215,7 @@ class Store:
             for queue in queues:
                 if len(deliveries) >= limit:
                     break
-                for (priority,) in db.execute(self._sql["priorities"], (queue,)).fetchall():
+                for (priority,) in db.execute(self._sql["priorities"], (queue, now)).fetchall():
                     wanted = limit - len(deliveries)
                     if wanted <= 0:
                         break
@@ -230,7 +232,7 @@ class Store:
         if db.execute(self._sql["lapsed"], (now,)).fetchone() is not None:
             return True
         for queue in queues:
-            for (priority,) in db.execute(self._sql["priorities"], (queue,)).fetchall():
+            for (priority,) in db.execute(self._sql["priorities"], (queue, now)).fetchall():
                 if db.execute(self._sql["due_at"], (queue, priority, now)).fetchone() is not None:
                     return True
         return False
@@ -551,7 +553,19 @@ class Store:
                 tally.dead_letters(queue, n)
             results = db.execute(self._sql["count_results"], (now,)).fetchone()[0]
             infos = db.execute(self._sql["live_workers"], (now,)).fetchall()
-        return tally.stats(results, (_worker_decoder.decode(info) for (info,) in infos))
+            paused = live_pauses(db, now)
+        return tally.stats(results, (_worker_decoder.decode(info) for (info,) in infos), paused)
+
+    def pause(self, queue: str, reason: str | None, until: float | None) -> Pause:
+        with self._write() as db:
+            return store_pause(db, queue, reason, until, self.now())
+
+    def resume(self, queue: str) -> bool:
+        with self._write() as db:
+            return drop_pause(db, queue, self.now())
+
+    def paused(self) -> dict[str, Pause]:
+        return live_pauses(self._connection(), self.now())
 
     def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
         now = self.now()

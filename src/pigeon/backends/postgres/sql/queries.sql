@@ -162,6 +162,10 @@ SELECT id, state FROM __schema__.results WHERE id = ANY($1::text[])
 -- messages (to dead-letter), and, when fewer than $2 were leased, the seconds until the next
 -- message of these queues is due or the next lease runs out (NULL: nothing planned).
 --
+-- A paused queue (a live row of `pauses`, read once: one index probe per queue of the small
+-- table) is skipped, and its due times are not reported; the time its pause ends by itself
+-- is.
+--
 -- Its commit does not wait for the WAL flush (synchronous_commit off for this transaction
 -- only; the statement runs in a transaction of its own): a lease is nobody's promise. If the
 -- server crashes before the WAL writer flushes it (within wal_writer_delay), the message is
@@ -174,6 +178,10 @@ WITH flags AS (
                    WHERE state = 'leased' AND lease_until <= now()) AS lapsed,
            EXISTS (SELECT 1 FROM __schema__.messages
                    WHERE state = 'pending' AND expires_at <= now() AND due <= now()) AS expired
+),
+held AS MATERIALIZED (
+    SELECT z.queue, z.until FROM __schema__.pauses z
+    WHERE z.queue = ANY ($1::text[]) AND (z.until IS NULL OR z.until > now())
 ),
 candidates AS MATERIALIZED (
     SELECT c.id
@@ -189,6 +197,7 @@ candidates AS MATERIALIZED (
         FOR NO KEY UPDATE SKIP LOCKED
     ) c
     WHERE NOT ($5::bool AND (SELECT lapsed FROM flags))
+      AND q.name <> ALL (ARRAY(SELECT queue FROM held))
     LIMIT $2
 ),
 leased AS (
@@ -219,6 +228,9 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, f.lapsed, f.expired,
                        ORDER BY m.due LIMIT 1)
                FROM unnest($1::text[]) AS q(name)
                CROSS JOIN generate_series(9, 0, -1) AS p(priority)
+               WHERE q.name <> ALL (ARRAY(SELECT queue FROM held))
+               UNION ALL
+               SELECT min(until) FROM held
            ) planned
        ) END
 FROM flags f
@@ -387,6 +399,42 @@ FROM __schema__.results WHERE expires_at > now()
 UNION ALL
 SELECT 'worker', id, NULL, NULL, NULL, info, extract(epoch FROM last_seen)::float8
 FROM __schema__.workers WHERE expires_at > now()
+
+
+-- name: pause
+-- Pause queue $1 with reason $2 until epoch $3 (NULL: until resumed), keeping the since of a
+-- live pause; NULL when $3 is not after now() (nothing is written). Also returns now(), and
+-- NOTIFYs `work` so that fetches sleeping on the queue look again and learn the new until.
+WITH stored AS (
+    INSERT INTO __schema__.pauses AS z (queue, reason, since, until)
+    SELECT $1, $2, now(), to_timestamp($3::float8)
+    WHERE $3::float8 IS NULL OR to_timestamp($3::float8) > now()
+    ON CONFLICT (queue) DO UPDATE SET
+        reason = excluded.reason,
+        until = excluded.until,
+        since = CASE WHEN z.until IS NULL OR z.until > now() THEN z.since ELSE now() END
+    RETURNING z.queue, z.reason, z.since, z.until
+)
+SELECT (SELECT queue FROM stored), (SELECT reason FROM stored),
+       (SELECT extract(epoch FROM since)::float8 FROM stored),
+       (SELECT extract(epoch FROM until)::float8 FROM stored),
+       extract(epoch FROM now())::float8,
+       (SELECT count(pg_notify('__work__', queue)) FROM stored)
+
+
+-- name: resume
+-- End queue $1's pause: whether it was live, and a NOTIFY on `work` that wakes the fetches
+-- sleeping on it (they look again).
+WITH gone AS (
+    DELETE FROM __schema__.pauses WHERE queue = $1 RETURNING until
+)
+SELECT coalesce((SELECT until IS NULL OR until > now() FROM gone), false),
+       pg_notify('__work__', $1::text)
+
+
+-- name: paused
+SELECT queue, reason, extract(epoch FROM since)::float8, extract(epoch FROM until)::float8
+FROM __schema__.pauses WHERE until IS NULL OR until > now() ORDER BY queue
 
 
 -- name: vacuum

@@ -34,6 +34,7 @@
 --   re:<token>    string a remembered reply
 --   lock:<name>   string the owner of a lock, PX its ttl
 --   schedules     hash   schedule name -> its mark: ticks sent up to (epoch seconds, as given)
+--   pauses        hash   paused queue -> "<until> <since> <reason>" (pauses.lua)
 --   wake:<queue>  list   a wake-up token (at most one) for the fetches blocked on the queue
 --   tb:<bucket>   string the tat of a rate-limit bucket (microseconds), PX until it passes
 --   sl:<name>     zset   the places of a concurrency limit: holder -> expiry; PX its latest

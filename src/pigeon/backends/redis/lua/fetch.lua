@@ -8,6 +8,8 @@
 -- The next due time (earliest scheduled message of these queues or lease deadline) is
 -- given when the queues were drained (fewer than `limit` leased), for the caller to sleep
 -- until. A queue left with due work gets a wake-up token, for the next blocked fetch.
+-- A paused queue (pauses.lua) is skipped whole: not promoted, not leased, its due times
+-- not given, but the time its pause ends by itself is.
 -- RedisBackend sends this script right behind a BLPOP on the queues' wake lists when it
 -- waits: Redis runs it the moment the BLPOP is served, without another round trip.
 
@@ -65,10 +67,23 @@ if #lapsed > 0 then
   end
 end
 
+-- The queues not paused now: one HMGET of the pauses for all of them.
+local active = {}
+local resumes = -1 -- the earliest time a pause of these queues ends by itself
+local pauses = redis.call('HMGET', B .. 'pauses', unpack(ARGV, 5))
+for qi = 5, #ARGV do
+  local pause = pauses[qi - 4]
+  local until_ = pause and tonumber(string.match(pause, '^%d+'))
+  if not until_ or (until_ > 0 and until_ <= NOW) then
+    active[#active + 1] = ARGV[qi]
+  elseif until_ > 0 and (resumes < 0 or until_ < resumes) then
+    resumes = until_
+  end
+end
+
 local taken = {}
 local n = 0
-for qi = 5, #ARGV do
-  local queue = ARGV[qi]
+for _, queue in ipairs(active) do
   local ready, scheduled = B .. 'q:' .. queue, B .. 's:' .. queue
   -- scheduled messages that are due now join the ready set
   local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', NOW, 'WITHSCORES', 'LIMIT', 0, 1000)
@@ -134,8 +149,11 @@ if n < limit then
     end
   end
   consider(B .. 'leases')
-  for qi = 5, #ARGV do
-    consider(B .. 's:' .. ARGV[qi])
+  for _, queue in ipairs(active) do
+    consider(B .. 's:' .. queue)
+  end
+  if resumes >= 0 and (next_due < 0 or resumes < next_due) then
+    next_due = resumes
   end
   out[2] = next_due
 end

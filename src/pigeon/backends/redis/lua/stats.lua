@@ -1,5 +1,5 @@
 -- stats: {now, {queue, waiting, scheduled, pending, leased, dead, ...}, unexpired results,
--- dead letters, {WorkerInfo JSON of each live worker}}.
+-- dead letters, {WorkerInfo JSON of each live worker}, {queue, pause, ...} (pauses.lua)}.
 
 local now = num(NOW)
 local counts = {}
@@ -19,4 +19,5 @@ local workers = {}
 if #live > 0 then
   workers = redis.call('HMGET', B .. 'workers', unpack(live))
 end
-return {NOW, counts, results, redis.call('ZCARD', B .. 'dead'), workers}
+return {NOW, counts, results, redis.call('ZCARD', B .. 'dead'), workers,
+  redis.call('HGETALL', B .. 'pauses')}

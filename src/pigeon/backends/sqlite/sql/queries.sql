@@ -76,9 +76,11 @@ RETURNING id, queue, task, result_ttl, body
 -- name: priorities
 -- The priorities a queue has pending messages at, highest first, by index seeks only. Leasing
 -- then seeks (queue, priority, due <= now) per priority, so scheduled messages (due later)
--- are never walked over, however many there are.
+-- are never walked over, however many there are. None while the queue is paused at ?2 (one
+-- primary-key probe of the small pauses table).
 WITH RECURSIVE level(priority) AS (
     SELECT max(priority) FROM messages WHERE queue = ?1 AND state = 'pending'
+      AND NOT EXISTS (SELECT 1 FROM pauses WHERE queue = ?1 AND coalesce(until > ?2, 1))
     UNION ALL
     SELECT (SELECT max(priority) FROM messages
             WHERE queue = ?1 AND state = 'pending' AND priority < level.priority)
@@ -402,3 +404,28 @@ DELETE FROM events WHERE seq <= ?1
 
 -- name: read_events
 SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2
+
+
+-- Paused queues ----------------------------------------------------------------------------
+-- A pause is live while its until is NULL or later than now; one that has passed counts as
+-- none, and a new pause of its queue starts afresh (a new since).
+
+-- name: pause
+-- Pause queue ?1 with reason ?2 until ?4 (NULL: until resumed) at now ?3, keeping the since
+-- of a live pause.
+INSERT INTO pauses (queue, reason, since, until) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (queue) DO UPDATE SET
+    reason = excluded.reason,
+    until = excluded.until,
+    since = CASE WHEN coalesce(pauses.until > excluded.since, 1) THEN pauses.since
+                 ELSE excluded.since END
+RETURNING queue, reason, since, until
+
+
+-- name: resume
+-- Whether the pause deleted was live at ?2 (no row: the queue was not paused).
+DELETE FROM pauses WHERE queue = ?1 RETURNING coalesce(until > ?2, 1)
+
+
+-- name: paused
+SELECT queue, reason, since, until FROM pauses WHERE coalesce(until > ?1, 1) ORDER BY queue

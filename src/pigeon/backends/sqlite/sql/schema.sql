@@ -1,4 +1,4 @@
--- The pigeon SQLite schema (user_version 4). Run inside BEGIN IMMEDIATE by a connection that
+-- The pigeon SQLite schema (user_version 5). Run inside BEGIN IMMEDIATE by a connection that
 -- finds an older user_version; every statement is idempotent, so that several processes may
 -- open one file at once and a database of an older version is brought up to date by running
 -- the whole script again (which is why a version may only add tables and indexes).
@@ -6,6 +6,7 @@
 --   version 2: locks
 --   version 3: buckets, slots, progress, events
 --   version 4: schedules
+--   version 5: pauses
 --
 -- Times are epoch seconds on the backend host's clock (time.time()). A message row lives
 -- while the message can still run; its outcome then moves to `results` (and `dead`).
@@ -150,4 +151,13 @@ CREATE TABLE IF NOT EXISTS events (
     body BLOB NOT NULL
 );
 
-PRAGMA user_version = 4;
+-- Paused queues (pause): a queue is not fetched while its row's until is NULL or later than
+-- now. A row whose until has passed counts as none (pause replaces it, resume deletes it).
+CREATE TABLE IF NOT EXISTS pauses (
+    queue TEXT PRIMARY KEY,
+    reason TEXT,
+    since REAL NOT NULL,
+    until REAL
+);
+
+PRAGMA user_version = 5;
