@@ -69,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-limits", action="store_true", help="skip the raw limits")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="run pigeon's workers with Prometheus metrics on (--metrics-port), to compare",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="CI smoke: pigeon on memory and SQLite, tiny N, fails on any error or skip",
@@ -78,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.metrics:
+        os.environ["PIGEON_BENCH_METRICS"] = "1"  # read by peers/pigeon_adapter.py
     if args.quick:
         names, settings = QUICK_SYSTEMS, QUICK
     else:

@@ -10,6 +10,10 @@ Configuration: ``pigeon worker APP -c 100`` for both workloads (asyncio, pigeon'
 ``send`` + ``await`` for the round trip (pushed notifications where the backend has them).
 Enqueue one by one is ``fire`` + ``await app.flush()`` (stored when it returns); bulk is
 pigeon's bulk API, ``fire_many`` of the N calls + one ``flush`` (stored when it returns).
+
+With ``$PIGEON_BENCH_METRICS`` set (``run.py --metrics``) the workers run with Prometheus
+metrics on (``--metrics-port`` on a free port; in process, a ``WorkerMetrics`` observer),
+to measure what they cost against a run without.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -36,6 +41,17 @@ from peers.counter import mark_done
 from pigeon.worker import Worker
 
 URL_ENV = "PIGEON_URL"
+METRICS_ENV = "PIGEON_BENCH_METRICS"
+
+
+def _metrics_on() -> bool:
+    return bool(os.environ.get(METRICS_ENV))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def make_app(url: str) -> pigeon.App:
@@ -108,6 +124,8 @@ class PigeonSystem(System):
     def worker(self, kind: Kind, concurrency: int) -> WorkerCommand:
         argv = [sys.executable, "-m", "pigeon", "worker", "peers.pigeon_adapter:app"]
         argv += ["-c", str(concurrency), "--log-level", "warning"]
+        if _metrics_on():
+            argv += ["--metrics-port", str(_free_port())]
         return WorkerCommand(argv, {URL_ENV: self.url})
 
     async def round_trip(self, i: int) -> None:
@@ -129,7 +147,14 @@ class PigeonMemory(PigeonSystem):
 
     @asynccontextmanager
     async def _serve(self, concurrency: int) -> AsyncIterator[None]:
-        worker = Worker(self.app, concurrency=concurrency)
+        observer = None
+        if _metrics_on():
+            from prometheus_client import CollectorRegistry
+
+            from pigeon.metrics import WorkerMetrics
+
+            observer = WorkerMetrics(CollectorRegistry())
+        worker = Worker(self.app, concurrency=concurrency, observer=observer)
         runner = asyncio.create_task(worker.run())
         try:
             yield

@@ -25,6 +25,7 @@ from pigeon.scheduler import Missed, PeriodicOptions, Schedule, Timing, check_pe
 from pigeon.sending import SEND_CHUNK, Sender, Transaction
 from pigeon.signing import Signer
 from pigeon.task import Task, TaskOptions, storable
+from pigeon.tracing import TraceParent, Tracing, enabled
 from pigeon.watchers import ProgressWatcher, ResultWatcher
 
 P = ParamSpec("P")
@@ -48,6 +49,10 @@ class App:
     ``events`` (default: ``PIGEON_EVENTS``, off) publishes what happens to messages for
     ``app.events()`` and ``pigeon events`` (see ``pigeon.events``; it costs one more
     backend call per batch of sends or outcomes).
+    ``tracing`` (default: ``PIGEON_TRACING``, off) makes OpenTelemetry spans of sends and
+    of the workers' attempts, the trace context carried in each message's headers (see
+    ``pigeon.tracing``; needs ``pigeon[otel]``); ``trace_parent`` says whether an attempt's
+    span is linked to its message's creation context (``"link"``) or its child (``"child"``).
     """
 
     def __init__(
@@ -59,6 +64,8 @@ class App:
         queue: str = "default",
         secret: str | Sequence[str] | None = None,
         events: bool | None = None,
+        tracing: bool | None = None,
+        trace_parent: TraceParent = "link",
     ) -> None:
         self.url = url or os.environ.get("PIGEON_URL") or DEFAULT_URL
         if events is None:
@@ -78,6 +85,7 @@ class App:
             self.signer = Signer([secret] if isinstance(secret, str) else secret)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, Schedule] = {}  # periodic tasks, by task name
+        self.tracing = Tracing(trace_parent) if enabled(tracing) else None
         self._home = Home(self._moved)
         self._sender = Sender(
             self,
@@ -86,6 +94,7 @@ class App:
             signer=self.signer,
             publish_events=events,
             url=self.url,
+            tracer=self.tracing,
         )
         self._opened = False
         self._open_lock: asyncio.Lock | None = None

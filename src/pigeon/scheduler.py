@@ -58,6 +58,7 @@ from typing import Any, Literal, TypedDict, get_args
 import msgspec
 
 from pigeon.backends.base import Backend
+from pigeon.clock import SYSTEM, Clock
 from pigeon.context import TICK_HEADER
 from pigeon.errors import ConfigError
 from pigeon.message import Message
@@ -238,7 +239,8 @@ class Scheduler:
 
     ``enqueue`` stores a batch of tick messages and returns the ids that stand for them (the
     App's ``enqueue``: signed, with events); ``backend`` holds the lock and the marks, and
-    tells the time.
+    tells the time; ``clock`` is what the pauses between rounds are waited on (the system's,
+    or the test's of ``pigeon.testing``, whose backend tells its time).
     Runs inside a worker (``run``), owned by the worker's TaskGroup, until the worker stops.
     """
 
@@ -252,6 +254,7 @@ class Scheduler:
         ttl: float = TTL,
         renew: float = RENEW,
         retry: float = RETRY,
+        clock: Clock = SYSTEM,
     ) -> None:
         if not renew < ttl:
             raise ValueError(f"the lock must be renewed ({renew}s) within its ttl ({ttl}s)")
@@ -263,6 +266,7 @@ class Scheduler:
         self.ttl = ttl
         self.renew = renew
         self.retry = retry
+        self.clock = clock
         self.leading = False
         self.sent = 0
         #: Missed ticks this recent are always sent: a dead leader's successor leads at most
@@ -285,11 +289,7 @@ class Scheduler:
         try:
             while not stopping.is_set():
                 pause = await self.step()
-                try:
-                    async with asyncio.timeout(pause):
-                        await stopping.wait()
-                except TimeoutError:
-                    pass
+                await self.clock.wait(stopping, pause)
         finally:
             if self.leading:
                 await self._resign()

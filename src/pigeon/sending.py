@@ -14,7 +14,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pigeon.backends.base import (
     Backend,
@@ -39,12 +39,25 @@ log = logging.getLogger("pigeon")
 #: stored in chunks of this many.
 SEND_CHUNK = 10_000
 
+#: Ends a send's span: with the exception that failed the send, or None once it is stored.
+EndSend = Callable[[BaseException | None], None]
+
+
+class SendTracer(Protocol):
+    """What the send path asks of tracing (``pigeon.tracing.Tracing``): start the span of a
+    send in the current context, and the messages with its context in their headers."""
+
+    def start_send(
+        self, messages: Sequence[Message], bulk: bool
+    ) -> tuple[list[Message], EndSend]: ...
+
 
 class Sender:
     """Stores an App's messages: batched on the home loop, blocking from sync code, through
     the application's connection inside ``App.transaction``.
 
     ``host`` is the App (the promises made here belong to it); ``open`` opens its backend.
+    ``tracer``, when the App traces, makes a span of each send (None costs nothing).
     """
 
     def __init__(
@@ -56,8 +69,10 @@ class Sender:
         signer: Signer | None,
         publish_events: bool,
         url: str,
+        tracer: SendTracer | None = None,
     ) -> None:
         self.host = host
+        self.tracer = tracer
         self.home = home
         self.open = open
         self.signer = signer
@@ -105,27 +120,44 @@ class Sender:
 
     def send_message(self, message: Message, task: TaskLike[Any] | None) -> MessagePromise[Any]:
         """Send one message; its promise at once (see ``App.send_message``)."""
+        end: EndSend | None = None
+        if self.tracer is not None:
+            [message], end = self.tracer.start_send([message], False)
         kept = message.result_ttl > 0
         transaction = self.transaction.get()
         if transaction is not None:
+            _end(end, None)  # the span is the hand-over: the block's exit writes it
             return transaction.add(message, task)
         if self.home.here():
             future = self._batched().submit(message)
             future.add_done_callback(_retrieve)
+            if end is not None:
+                future.add_done_callback(_ender(end))
             return MessagePromise(self.host, message.id, task, future, kept)
-        ids = self.home.call_sync(self.enqueue([message]))
+        try:
+            ids = self.home.call_sync(self.enqueue([message]))
+        except BaseException as exc:
+            _end(end, exc)
+            raise
+        _end(end, None)
         return MessagePromise(self.host, ids[0], task, None, kept)
 
     def send_messages(
         self, messages: list[Message], task: TaskLike[T] | None, *, promises: bool = True
     ) -> list[Promise[T]]:
         """Send many messages at once; their promises in order (see ``App.send_messages``)."""
+        end: EndSend | None = None
+        if self.tracer is not None and messages:
+            messages, end = self.tracer.start_send(messages, True)
         transaction = self.transaction.get()
         if transaction is not None:
+            _end(end, None)  # the span is the hand-over: the block's exit writes them
             return transaction.add_many(messages, task, promises)
         if self.home.here():
             future = self._batched().submit_many(messages)
             future.add_done_callback(_retrieve)
+            if end is not None:
+                future.add_done_callback(_ender(end))
             if not promises:
                 return []
             return [
@@ -133,8 +165,13 @@ class Sender:
                 for i, m in enumerate(messages)
             ]
         ids: list[str] = []
-        for i in range(0, len(messages), SEND_CHUNK):
-            ids.extend(self.home.call_sync(self.enqueue(messages[i : i + SEND_CHUNK])))
+        try:
+            for i in range(0, len(messages), SEND_CHUNK):
+                ids.extend(self.home.call_sync(self.enqueue(messages[i : i + SEND_CHUNK])))
+        except BaseException as exc:
+            _end(end, exc)
+            raise
+        _end(end, None)
         if not promises:
             return []
         return [
@@ -147,10 +184,21 @@ class Sender:
     ) -> MessagePromise[Any]:
         """Send the messages ``make`` builds (follow-ups that need an id first); the promise
         is the last message's."""
+        tracer = self.tracer
+        # The caller's context, which a send from sync code does not reach the home loop with
+        context = contextvars.copy_context() if tracer is not None else None
 
         async def run() -> str:
             messages = await make
-            ids = await self.enqueue(messages)
+            end: EndSend | None = None
+            if tracer is not None and context is not None:
+                messages, end = context.run(tracer.start_send, messages, len(messages) > 1)
+            try:
+                ids = await self.enqueue(messages)
+            except BaseException as exc:
+                _end(end, exc)
+                raise
+            _end(end, None)
             return ids[-1]
 
         if self.home.here():
@@ -307,6 +355,20 @@ class Transaction:
                 future.exception()  # retrieved: only the promises' awaiters need to see it
             else:
                 future.cancel()
+
+
+def _end(end: EndSend | None, error: BaseException | None) -> None:
+    if end is not None:
+        end(error)
+
+
+def _ender(end: EndSend) -> Callable[[asyncio.Future[Any]], None]:
+    """A done callback that ends a send's span with the send's outcome."""
+
+    def ended(future: asyncio.Future[Any]) -> None:
+        end(None if future.cancelled() else future.exception())
+
+    return ended
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -4,7 +4,10 @@ With a secret set (``App(secret=...)`` or ``PIGEON_SECRET``), every message an A
 signed, and a worker dead-letters a message that is unsigned or whose signature does not
 match before it decodes a single argument. Several keys may be given for rotation: the first
 signs, every one verifies. What is signed is everything that decides what runs: the id, the
-task name, the encoded arguments and the follow-up/join links.
+task name, the encoded arguments and the follow-up/join links, and the trace-context
+headers (``SIGNED_HEADERS``) when the message carries any (``pigeon.tracing``), so that a
+forged trace context cannot be grafted onto a signed message, nor one stripped from it; a
+message without them is signed as before.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from pigeon.errors import ConfigError
 from pigeon.message import Message
 
 HEADER = "pigeon-sig"
+#: The headers a signature covers when a message carries any of them (W3C trace context and
+#: baggage, which ``pigeon.tracing`` injects before the message is signed).
+SIGNED_HEADERS = ("traceparent", "tracestate", "baggage")
 
 _encode = msgspec.json.Encoder().encode
 
@@ -74,6 +80,11 @@ class Signer:
         return cls(value.split(",")) if value.strip() else None
 
     def _digest(self, key: _Hmac, m: Message) -> str:
+        headers = m.headers
+        if headers and not headers.keys().isdisjoint(SIGNED_HEADERS):
+            traced = [headers.get(h) for h in SIGNED_HEADERS]
+            signed = (m.id, m.task, m.args, m.kwargs, m.after, m.mode, m.join, traced)
+            return key.hexdigest(_encode(signed))
         return key.hexdigest(_encode((m.id, m.task, m.args, m.kwargs, m.after, m.mode, m.join)))
 
     def sign(self, m: Message) -> Message:

@@ -16,6 +16,7 @@ from pigeon.cli.backend import CommandState, app_for, backend_options, call_back
 from pigeon.cli.output import (
     STATE_STYLES,
     CommandFailed,
+    describe_pause,
     format_count,
     format_duration,
     format_when,
@@ -25,17 +26,28 @@ from pigeon.cli.output import (
 from pigeon.errors import ConfigError
 from pigeon.events import describe as describe_event
 from pigeon.events import follow as follow_events
-from pigeon.message import MessageInfo, Stats
+from pigeon.message import MessageInfo, QueueStats, Stats
 from pigeon.message import Progress as TaskProgress
 from pigeon.secret import redact as redact_secrets
 
 
 @click.command()
 @click.argument("app_arg", metavar="[APP]", required=False)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only check: exit 1, naming the queue, if one has due work and no live worker.",
+)
 @backend_options
 @click.pass_obj
-def status(state: CommandState, app_arg: str | None, app_spec: str | None, url: str | None) -> None:
-    """Queues by state, dead letters and live workers."""
+def status(
+    state: CommandState, app_arg: str | None, check: bool, app_spec: str | None, url: str | None
+) -> None:
+    """Queues by state, dead letters and live workers.
+
+    With --check (for a cron job or an alert) it prints one line per queue that has due
+    (pending) messages and no live worker consuming it, and exits 1 if there is one, else 0.
+    """
     if app_arg and app_spec:
         raise ConfigError("give APP once: as an argument or as --app")
 
@@ -44,25 +56,63 @@ def status(state: CommandState, app_arg: str | None, app_spec: str | None, url: 
 
     app = app_for(state, app_arg or app_spec, url)
     stats, now = call_backend(app, read)
+    if check:
+        check_consumed(stats)
+        return
     out = stdout_console()
     out.print(f"[bold]pigeon[/] {escape(redact(app.url))}")
-    out.print(queues_table(stats))
+    out.print(queues_table(stats, now))
     out.print(
         f"{format_count(stats.results, 'outcome')} kept, {format_count(stats.dead, 'dead letter')}"
     )
     out.print(workers_table(stats, now))
 
 
-def queues_table(stats: Stats) -> Table | str:
-    if not stats.queues:
+def unconsumed(stats: Stats) -> dict[str, int]:
+    """Queues with due work (pending messages) that no live worker consumes: their counts.
+    A paused queue is not consumed on purpose, so it is not named."""
+    consumed = {queue for w in stats.workers for queue in w.queues}
+    return {
+        name: qs.pending
+        for name, qs in sorted(stats.queues.items())
+        if qs.pending and name not in consumed and name not in stats.paused
+    }
+
+
+def check_consumed(stats: Stats) -> None:
+    """``status --check``: one line per unconsumed queue and exit 1, or one line saying so."""
+    queues = unconsumed(stats)
+    if not queues:
+        live = format_count(len(stats.workers), "live worker")
+        stdout_console().print(f"ok: every queue with due work has a live worker ({live})")
+        return
+    for name, due in queues.items():
+        stdout_console().print(
+            f"queue {escape(name)}: {format_count(due, 'due message')} and no live worker"
+            " consumes it",
+            soft_wrap=True,
+        )
+    names = ", ".join(queues)
+    raise CommandFailed(f"{format_count(len(queues), 'queue')} not consumed: {names}")
+
+
+def queues_table(stats: Stats, now: float = 0.0) -> Table | str:
+    """The queues by state; with a ``paused`` column (how long, why) when one is paused,
+    whose row is there even if it holds nothing."""
+    if not stats.queues and not stats.paused:
         return "no queued messages"
     table = Table(title="queues", title_justify="left")
     table.add_column("queue")
     columns = ["waiting", "scheduled", "pending", "leased", "dead"]
     for name in columns:
         table.add_column(name, justify="right", style=STATE_STYLES[name])
-    for name, qs in sorted(stats.queues.items()):
-        table.add_row(name, *(f"{getattr(qs, c):,}" for c in columns))
+    if stats.paused:
+        table.add_column("paused", style="bold yellow", overflow="fold")
+    for name in sorted({*stats.queues, *stats.paused}):
+        qs = stats.queues.get(name, QueueStats())
+        pause = stats.paused.get(name)
+        paused = [escape(describe_pause(pause, now)) if pause else ""] if stats.paused else []
+        table.add_row(escape(name), *(f"{getattr(qs, c):,}" for c in columns), *paused)
     if len(stats.queues) > 1:
         sums = [sum(getattr(qs, c) for qs in stats.queues.values()) for c in columns]
         table.add_row("[bold]total[/]", *(f"[bold]{n:,}[/]" for n in sums), end_section=True)

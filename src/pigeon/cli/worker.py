@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import click
 
+from pigeon import metrics
+from pigeon.app import App
 from pigeon.cli.backend import CommandState, load_app
+from pigeon.worker.health import HealthConfig
+from pigeon.worker.observer import Observer
 from pigeon.worker.process import StopSignals, run_worker
 from pigeon.worker.supervisor import supervise
 
@@ -63,6 +69,60 @@ LOG_LEVELS = ["debug", "info", "warning", "error"]
     help="Do not send the app's periodic tasks from this worker (other workers do).",
 )
 @click.option(
+    "--health-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Serve the probes /livez and /readyz on PORT (with -p: the supervisor, for all).",
+)
+@click.option(
+    "--health-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="HOST",
+    help="The address --health-port listens on (0.0.0.0 for a probe from outside the host).",
+)
+@click.option(
+    "--health-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Rewrite PATH every second while live (JSON: live, ready, reason); removed when not.",
+)
+@click.option(
+    "--health-deadline",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Not live once the event loop or the fetch loop has not moved for this long.",
+)
+@click.option(
+    "--ready-deadline",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Not ready once the backend has not answered for this long.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics at /metrics on PORT (with -p: the supervisor, for all).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="HOST",
+    help="The address --metrics-port listens on (0.0.0.0 for a scraper from outside the host).",
+)
+@click.option(
+    "--metrics-dir",
+    hidden=True,
+    metavar="DIR",
+    help="Set by the supervisor of -p N --metrics-port: where its processes write metrics.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="info",
@@ -78,6 +138,14 @@ def worker(
     grace: float,
     max_tasks: int | None,
     no_scheduler: bool,
+    health_port: int | None,
+    health_host: str,
+    health_file: Path | None,
+    health_deadline: float,
+    ready_deadline: float,
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_dir: str | None,
     log_level: str,
 ) -> None:
     """Run a worker for APP (module:attribute).
@@ -88,6 +156,8 @@ def worker(
     sends each tick).
     SIGTERM (or Ctrl-C) stops fetching, lets running tasks finish within --grace seconds and
     releases the rest for another worker; a second Ctrl-C exits at once.
+    --health-port and --health-file answer liveness and readiness probes (README: "Health
+    checks"); with -p the supervisor answers for all its processes.
     """
     # First of all: a SIGTERM while the app is being imported asks this process to stop.
     signals = StopSignals()
@@ -97,6 +167,7 @@ def worker(
     app = load_app(app_spec)  # in the supervisor too: a bad APP is one line, not N crashes
     state.urls.add(app.url)
     queue_list = [q.strip() for chunk in queues for q in chunk.split(",") if q.strip()]
+    health = HealthConfig(health_port, health_host, health_file, health_deadline, ready_deadline)
     if not app.tasks:
         log.warning(
             "%s has no tasks registered: every message it fetches will be dead-lettered", app_spec
@@ -104,7 +175,20 @@ def worker(
     if processes > 1:
         if signals.received:
             ctx.exit(0)  # stopped before it started
-        ctx.exit(supervise(child_argv(ctx, processes=1), processes, grace))
+        # The supervisor answers the probes; each child keeps a health file it is given.
+        with _pool_metrics(app, metrics_host, metrics_port) as pool:
+            argv = child_argv(
+                ctx,
+                processes=1,
+                health_port=None,
+                health_file=None,
+                metrics_port=None,
+                metrics_dir=pool.directory if pool is not None else None,
+            )
+            forget = pool.forget if pool is not None else None
+            code = supervise(argv, processes, grace, forget, health=health)
+        ctx.exit(code)
+    observer = _observer(app, metrics_host, metrics_port, metrics_dir)
     code = run_worker(
         app,
         queue_list or None,
@@ -113,8 +197,30 @@ def worker(
         max_tasks=max_tasks,
         signals=signals,
         scheduler=not no_scheduler,
+        health=health,
+        observer=observer,
     )
     ctx.exit(code)
+
+
+@contextlib.contextmanager
+def _pool_metrics(app: App, host: str, port: int | None) -> Iterator[metrics.Supervised | None]:
+    """The supervisor's one metrics endpoint for its processes, if --metrics-port."""
+    if port is None:
+        yield None
+        return
+    with metrics.supervised(app, host, port) as pool:
+        yield pool
+
+
+def _observer(app: App, host: str, port: int | None, directory: str | None) -> Observer | None:
+    """A worker process's metrics: served by itself (--metrics-port), written for its
+    supervisor (--metrics-dir), or none at all."""
+    if directory is not None:
+        return metrics.for_child(directory)
+    if port is not None:
+        return metrics.for_worker(app, host, port)
+    return None
 
 
 def _configure_logging(level: str) -> None:

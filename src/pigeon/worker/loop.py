@@ -23,14 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 from pigeon.aio import cancelling
 from pigeon.batching import Batcher
+from pigeon.clock import SYSTEM, Clock
 from pigeon.context import Cancellation
 from pigeon.events import Publisher, outcome_event
 from pigeon.message import Delivery, Event, Failure, Lease, Message, Outcome, WorkerInfo, new_id
 from pigeon.scheduler import Scheduler
 from pigeon.worker.executor import Executor
 from pigeon.worker.limits import Deferred, Gate
+from pigeon.worker.observer import Observer, Process, combine
 from pigeon.worker.queues import fetch_order
 from pigeon.worker.reporting import Reporter
+from pigeon.worker.tracing import WorkerTracing
 
 if TYPE_CHECKING:
     from pigeon.app import App
@@ -41,6 +44,8 @@ log = logging.getLogger("pigeon.worker")
 #: Exit codes of ``Worker.run``.
 EXIT_OK = 0
 EXIT_UNHEALTHY = 3
+#: Seconds of failing fetches after which a worker gives up (exits EXIT_UNHEALTHY).
+UNHEALTHY_AFTER = 60.0
 
 #: Seconds between two ``cancelling`` calls while tasks run: a cancel reaches its task
 #: within this (plus a round trip).
@@ -82,9 +87,9 @@ class _Session:
     """What one ``Worker.run`` works with, made from the opened backend once it starts (the
     Gate and the Reporter belong to the running loop): the settle batch, the events
     publisher (None when the App publishes none), the limits gate, the progress reporter and
-    the executor."""
+    the executor, and ``process`` (the executor's, or the observer's wrapper of it)."""
 
-    __slots__ = ("backend", "events", "executor", "gate", "reporter", "settler")
+    __slots__ = ("backend", "events", "executor", "gate", "process", "reporter", "settler")
 
     def __init__(
         self,
@@ -101,6 +106,7 @@ class _Session:
         self.gate = gate
         self.reporter = reporter
         self.executor = executor
+        self.process: Process = executor.process
 
 
 class Worker:
@@ -113,6 +119,9 @@ class Worker:
     ``max_tasks``: stop (exit 0) after this many tasks, so a supervisor can recycle it.
     ``scheduler``: run the App's periodic tasks (one worker at a time sends each tick, the
     one holding the leader lock); False leaves that to other workers.
+    ``observer``: sees starts and outcomes (``pigeon.metrics``); None costs nothing. When
+    the App traces (``App(tracing=True)``), ``pigeon.worker.tracing`` observes too.
+    ``clock``: what the scheduler waits on between rounds (``pigeon.testing``'s in tests).
     """
 
     def __init__(
@@ -123,10 +132,12 @@ class Worker:
         *,
         grace: float = 30.0,
         heartbeat: float = 5.0,
-        unhealthy_after: float = 60.0,
+        unhealthy_after: float = UNHEALTHY_AFTER,
         max_tasks: int | None = None,
         threads: int | None = None,
         scheduler: bool = True,
+        observer: Observer | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency}")
@@ -140,6 +151,9 @@ class Worker:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self.threads = threads or min(concurrency, 32)
         self.scheduler = scheduler
+        tracing = WorkerTracing(app.tracing) if app.tracing is not None else None
+        self.observer = combine(observer, tracing)
+        self.clock = clock
         self.done = 0
         self.fetches = 0
         self._running: dict[str, _Running] = {}
@@ -150,6 +164,11 @@ class Worker:
         self._fetching: asyncio.Future[list[Delivery]] | None = None  # the fetch in flight
         self._slot_freed = asyncio.Event()
         self._started_at = time.time()
+        # For the health probes (worker/health.py), monotonic, 0.0 for never: when the fetch
+        # loop last began a fetch, and when the backend last answered (a fetch, a heartbeat).
+        # One assignment per fetch batch: read from the probes' threads, never per message.
+        self.fetch_started_at = 0.0
+        self.answered_at = 0.0
         self._exit_code = EXIT_OK
         self._session: _Session | None = None  # what run() works with, made once it starts
 
@@ -160,6 +179,11 @@ class Worker:
     @property
     def running(self) -> int:
         return len(self._running)
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (or the worker stops by itself): it fetches no more."""
+        return self._stopping.is_set()
 
     @property
     def _live(self) -> _Session:
@@ -173,6 +197,8 @@ class Worker:
         """What this run works with, on the opened backend and the running loop."""
         gate = Gate(backend)
         reporter = Reporter(backend)
+        observer = self.observer
+        on_start = self._on_start if observer is None else self._on_start_observed
         executor = Executor(
             self.app.tasks,
             backend.results,
@@ -181,11 +207,14 @@ class Worker:
             signer=self.app.signer,
             max_payload=self.app.max_payload,
             gate=gate,
-            on_start=self._on_start,
+            on_start=on_start,
             reporter=reporter,
         )
         events = Publisher(backend) if self.app.publish_events else None
-        session = _Session(backend, Batcher(backend.settle), events, gate, reporter, executor)
+        settle = backend.settle if observer is None else observer.settling(backend.settle)
+        session = _Session(backend, Batcher(settle), events, gate, reporter, executor)
+        if observer is not None:
+            session.process = observer.observe(executor.process)
         self._session = session
         return session
 
@@ -193,6 +222,8 @@ class Worker:
         """Work until stopped; returns the exit code (0, or 3 when unhealthy)."""
         backend = await self.app.open()
         session = self._start_session(backend)
+        if self.observer is not None:
+            self.observer.begin(self)
         log.info(
             "worker %s: queues %s, concurrency %d, backend %s",
             self.id,
@@ -207,7 +238,11 @@ class Worker:
                 if self.scheduler and self.app.schedules:
                     # Stops by itself (and hands the leader lock over) once we stop fetching.
                     scheduler = Scheduler(
-                        list(self.app.schedules.values()), self.app.enqueue, backend, self.id
+                        list(self.app.schedules.values()),
+                        self.app.enqueue,
+                        backend,
+                        self.id,
+                        clock=self.clock,
                     )
                     group.create_task(scheduler.run(self._stopping))
                 await self._fetch_loop()
@@ -215,6 +250,8 @@ class Worker:
                 keeper.cancel()
                 beat.cancel()
         finally:
+            if self.observer is not None:
+                self.observer.end(self)
             session.executor.shutdown()
             session.gate.close()
             try:
@@ -241,6 +278,7 @@ class Worker:
                     await _first_of(self._slot_freed.wait(), stop_wait)
                     continue
                 self.fetches += 1
+                self.fetch_started_at = time.monotonic()
                 queues = fetch_order(self.queues, self.fetches)
                 # A task of its own, which a stop cancels (fetch is safe to cancel: what it
                 # leased meanwhile is released), awaited directly: asyncio.wait on it and
@@ -273,7 +311,7 @@ class Worker:
                     continue
                 failing_since = None
                 backoff = 0.05
-                now = time.monotonic()
+                now = self.answered_at = time.monotonic()
                 for d in deliveries:
                     self._buffered[d.id] = _Buffered(d, now)
                 self._start_buffered()
@@ -285,10 +323,14 @@ class Worker:
         finally:
             self._fetching = None
             stop_wait.cancel()
-            if self._buffered:  # prefetched, never started: back for another worker at once
-                leases = [Lease(b.delivery.id, b.delivery.attempt) for b in self._buffered.values()]
-                self._buffered.clear()
-                await self._release(leases)
+            await self._release_buffered()
+
+    async def _release_buffered(self) -> None:
+        """Prefetched messages never started: back for another worker at once."""
+        if self._buffered:
+            leases = [Lease(b.delivery.id, b.delivery.attempt) for b in self._buffered.values()]
+            self._buffered.clear()
+            await self._release(leases)
 
     def _cancel_fetch(self, _: object) -> None:
         if self._fetching is not None:
@@ -315,9 +357,14 @@ class Worker:
         if events is not None:
             events.emit(Event("started", d.id, m.task, m.queue, time.time(), d.attempt, self.id))
 
+    def _on_start_observed(self, d: Delivery, m: Message) -> None:
+        self._on_start(d, m)
+        assert self.observer is not None
+        self.observer.started(d, m)
+
     async def _run_one(self, d: Delivery, cancellation: Cancellation) -> None:
         try:
-            outcome = await self._live.executor.process(d, cancellation)
+            outcome = await self._live.process(d, cancellation)
         except Deferred as deferred:
             # Over a rate or concurrency limit: back to the backend, due again later.
             log.debug("%s deferred %.3fs: %s", d.id, deferred.delay, deferred)
@@ -500,6 +547,8 @@ class Worker:
                 await self._live.backend.heartbeat(info, ttl=self.heartbeat_every * 3)
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
+            else:
+                self.answered_at = time.monotonic()
             if time.monotonic() - swept > 60:
                 swept = time.monotonic()
                 try:

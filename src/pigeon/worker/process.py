@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -21,7 +22,9 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from pigeon.app import App
-from pigeon.worker.loop import Worker
+from pigeon.worker.health import HealthConfig, WorkerHealth, serving
+from pigeon.worker.loop import UNHEALTHY_AFTER, Worker
+from pigeon.worker.observer import Observer
 
 log = logging.getLogger("pigeon.worker")
 
@@ -85,19 +88,34 @@ def run_worker(
     max_tasks: int | None = None,
     signals: StopSignals | None = None,
     scheduler: bool = True,
+    observer: Observer | None = None,
+    health: HealthConfig | None = None,
 ) -> int:
     """Run one Worker in this process until it stops; returns its exit code.
 
     Call from the main thread. ``signals`` are the handlers installed when the command
     started (installed here if not given). ``scheduler``: run the App's periodic tasks.
+    ``observer``: what sees the worker's starts and outcomes (metrics), if anything.
+    ``health``: the probes to answer (``worker/health.py``), from threads of their own.
     """
     if signals is None:
         signals = StopSignals()
         signals.install()
 
+    config = health or HealthConfig()
+
     async def work() -> int:
         worker = Worker(
-            app, queues, concurrency, grace=grace, max_tasks=max_tasks, scheduler=scheduler
+            app,
+            queues,
+            concurrency,
+            grace=grace,
+            max_tasks=max_tasks,
+            scheduler=scheduler,
+            observer=observer,
+            # Probed, a worker whose broker is down says "not ready" and waits for it: the
+            # orchestrator decides. Unprobed, it exits 3 so that something restarts it.
+            unhealthy_after=math.inf if config.enabled else UNHEALTHY_AFTER,
         )
         stopping = False
 
@@ -118,9 +136,11 @@ def run_worker(
             )
             worker.stop()
 
-        signals.attach(asyncio.get_running_loop(), stop)
+        loop = asyncio.get_running_loop()
+        signals.attach(loop, stop)
         try:
-            return await worker.run()
+            with serving(config, WorkerHealth(worker, loop, config)):
+                return await worker.run()
         finally:
             signals.detach()
             await app.close()

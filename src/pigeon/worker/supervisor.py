@@ -23,9 +23,13 @@ import select
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from types import FrameType
+
+from pigeon.worker.health import HealthConfig, PoolHealth, child_health_file, serving
 
 log = logging.getLogger("pigeon.supervisor")
 
@@ -41,6 +45,9 @@ KILL_MARGIN = 5.0
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+
+#: The option of ``pigeon worker`` that gives a supervised child its health file.
+HEALTH_FILE_OPTION = "--health-file"
 
 
 def describe_exit(code: int) -> str:
@@ -71,6 +78,10 @@ class _Child:
     def alive(self) -> bool:
         return self.proc is not None and self.exit_code is None
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
 
 class Supervisor:
     """Keeps ``processes`` copies of ``argv`` running until a signal stops them.
@@ -78,14 +89,25 @@ class Supervisor:
     ``argv`` is the complete command line of one child (for pigeon:
     ``[sys.executable, "-m", "pigeon", "worker", APP, ..., "-p", "1"]``). ``grace`` is the
     children's own grace period; they get ``grace + KILL_MARGIN`` seconds to exit after the
-    signal is forwarded.
+    signal is forwarded. ``on_exit(pid)`` is called once for each child process that has
+    exited (the metrics endpoint forgets its live gauges). ``slot_argv(slot)``: arguments
+    added to the command line of the child in that slot (its own health file).
     """
 
-    def __init__(self, argv: Sequence[str], processes: int, grace: float) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        processes: int,
+        grace: float,
+        on_exit: Callable[[int], None] | None = None,
+        slot_argv: Callable[[int], Sequence[str]] | None = None,
+    ) -> None:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, not {processes}")
         self.argv = list(argv)
         self.grace = grace
+        self.on_exit = on_exit
+        self.slot_argv = slot_argv
         self.children = [_Child(slot) for slot in range(1, processes + 1)]
         self._signals: list[int] = []
         self._stopping_with: int | None = None
@@ -137,7 +159,8 @@ class Supervisor:
         child.started_at = time.monotonic()
         # A process group of its own: a terminal's Ctrl-C reaches the supervisor only, which
         # forwards it once (see the module docstring).
-        child.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, process_group=0)
+        argv = self.argv if self.slot_argv is None else [*self.argv, *self.slot_argv(child.slot)]
+        child.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0)
         log.info(
             "started worker process %d (slot %d of %d)",
             child.proc.pid,
@@ -154,6 +177,7 @@ class Supervisor:
             if code is None:
                 continue
             child.exit_code = code
+            self._exited(child.proc.pid)
             if self._stopping_with is not None:
                 # Killed by the very signal we forwarded: it had no handler yet (still
                 # starting) or no more (exiting): either way it held no messages. A stop.
@@ -253,6 +277,14 @@ class Supervisor:
                     os.killpg(child.proc.pid, signal.SIGKILL)
                 child.proc.wait()
                 child.exit_code = child.final = child.proc.returncode
+                self._exited(child.proc.pid)
+
+    def _exited(self, pid: int) -> None:
+        if self.on_exit is not None:
+            try:
+                self.on_exit(pid)
+            except Exception:
+                log.exception("after worker process %d exited", pid)
 
     # signals --------------------------------------------------------------------------------
 
@@ -297,9 +329,28 @@ def _wait_readable(sock: socket.socket, timeout: float) -> None:
                 pass
 
 
-def supervise(argv_for_child: list[str], processes: int, grace: float) -> int:
+def supervise(
+    argv_for_child: list[str],
+    processes: int,
+    grace: float,
+    on_exit: Callable[[int], None] | None = None,
+    health: HealthConfig | None = None,
+) -> int:
     """Run ``processes`` children of ``argv_for_child`` until SIGTERM/SIGINT; the exit code.
 
     ``argv_for_child`` is the full command line of one child. See :class:`Supervisor`.
+    ``health``: the probes the supervisor answers for the whole pool (``PoolHealth``): each
+    child is given ``--health-file`` in a private directory, and is healthy only while its
+    file says so; ``argv_for_child`` must not serve probes of its own.
     """
-    return Supervisor(argv_for_child, processes, grace).run()
+    if health is None or not health.enabled:
+        return Supervisor(argv_for_child, processes, grace, on_exit).run()
+    with tempfile.TemporaryDirectory(prefix="pigeon-health-") as name:
+        files = Path(name)
+
+        def slot_argv(slot: int) -> list[str]:
+            return [HEALTH_FILE_OPTION, str(child_health_file(files, slot))]
+
+        supervisor = Supervisor(argv_for_child, processes, grace, on_exit, slot_argv)
+        with serving(health, PoolHealth(supervisor.children, files, health)):
+            return supervisor.run()
