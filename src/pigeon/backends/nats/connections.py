@@ -272,7 +272,9 @@ async def check_jetstream(js: JetStreamContext, url: str) -> None:
     except nats.errors.NoRespondersError:
         off = True
     except ServiceUnavailableError as exc:
-        if exc.err_code not in _JETSTREAM_OFF:
+        # nats-py turns the 503 "no responders" status into this error without a JetStream
+        # error code: no one serves the JetStream API, as when it is off
+        if exc.err_code is not None and exc.err_code not in _JETSTREAM_OFF:
             raise BackendError(
                 f"JetStream at {url} is unavailable: {exc.description} (JetStream error "
                 f"{exc.err_code})"
