@@ -90,7 +90,7 @@ async def _outcome(promise: pigeon.Promise[tasks.Report]) -> tuple[str, dict[str
     return "succeeded", {"result": dataclasses.asdict(report)}
 
 
-async def _events(promise: pigeon.Promise[tasks.Report]) -> AsyncIterator[str]:
+async def _events(promise: pigeon.MessagePromise[tasks.Report]) -> AsyncIterator[str]:
     """Server-sent events: each progress report as it is seen, then the outcome."""
     updates: asyncio.Queue[pigeon.Progress | None] = asyncio.Queue()
     # The callback runs on the App's event loop, the server's: the lifespan made it its home.

@@ -18,7 +18,7 @@ from pigeon.errors import (
     Timeout,
 )
 from pigeon.message import Event, Failure, Progress, Settled
-from pigeon.promise import Promise
+from pigeon.promise import MessagePromise, Promise
 from pigeon.secret import Secret
 from pigeon.task import BoundTask, Task, TaskOptions
 
@@ -33,6 +33,7 @@ __all__ = [
     "EncodeError",
     "Event",
     "Failure",
+    "MessagePromise",
     "PigeonError",
     "Progress",
     "Promise",

@@ -379,7 +379,7 @@ class App:
     def __exit__(self, *exc: object) -> None:
         self.close_sync()
 
-    def promise(self, id: str, task: Task[Any, T] | None = None) -> Promise[T]:
+    def promise(self, id: str, task: Task[Any, T] | None = None) -> MessagePromise[T]:
         """The promise of a message sent earlier (by id), e.g. from another process."""
         return MessagePromise(self, id, task)
 

@@ -191,7 +191,7 @@ class Task(Generic[P, R]):
         opts.check(self.name)
         return BoundTask(self, opts)
 
-    def send(self, *args: P.args, **kwargs: P.kwargs) -> Promise[R]:
+    def send(self, *args: P.args, **kwargs: P.kwargs) -> MessagePromise[R]:
         """Send a message to run this task on a worker; returns its Promise at once."""
         return BoundTask(self, self.defaults).send(*args, **kwargs)
 
@@ -360,7 +360,7 @@ class BoundTask(Generic[P, R]):
         outcome (``promise.then(task.options(...))``)."""
         return self.task.follow_up(after, mode, self.opts)
 
-    def send(self, *args: P.args, **kwargs: P.kwargs) -> Promise[R]:
+    def send(self, *args: P.args, **kwargs: P.kwargs) -> MessagePromise[R]:
         """Send a message to run the task on a worker; returns its Promise at once."""
         message = self.task.message(args, kwargs, self.opts)
         return self.task.app.send_message(message, self.task)

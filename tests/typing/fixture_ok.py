@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Literal, assert_type
 
 import pigeon
-from pigeon import BoundTask, Failure, Promise, Settled, Task
+from pigeon import BoundTask, Failure, MessagePromise, Progress, Promise, Settled, Task
 
 app = pigeon.App("memory://")
 
@@ -65,20 +65,27 @@ tasks(add, resize.options(delay=60, priority=9, key="a.png"))
 
 
 async def sending() -> None:
-    assert_type(add.send(1, 2), Promise[int])
-    assert_type(add.send(a=1, b=2), Promise[int])
-    assert_type(add.send(1, b=2), Promise[int])
+    assert_type(add.send(1, 2), MessagePromise[int])
+    assert_type(add.send(a=1, b=2), MessagePromise[int])
+    assert_type(add.send(1, b=2), MessagePromise[int])
     assert_type(await add.send(1, 2), int)
     assert_type(add.send(1, 2).result(timeout=5), int)
-    assert_type(double.send(21), Promise[int])
-    assert_type(notify.send("https://example.com"), Promise[None])
-    assert_type(stamp.send(at=datetime.now()), Promise[datetime])
-    assert_type(resize.options(delay=60, priority=9, key="a.png").send("a.png", 200), Promise[str])
-    assert_type(resize.options(queue="images").send(path="b.png", width=1), Promise[str])
+    assert_type(double.send(21), MessagePromise[int])
+    assert_type(notify.send("https://example.com"), MessagePromise[None])
+    assert_type(stamp.send(at=datetime.now()), MessagePromise[datetime])
+    assert_type(
+        resize.options(delay=60, priority=9, key="a.png").send("a.png", 200), MessagePromise[str]
+    )
+    assert_type(resize.options(queue="images").send(path="b.png", width=1), MessagePromise[str])
     assert_type(resize.fire("b.png", 100), None)
+    # a sent message's promise also knows when it is stored and how its task progresses
+    assert_type(await add.send(1, 2).sent(), str)
+    assert_type(add.send(1, 2).progress, Progress | None)
+    assert_type(add.send(1, 2).on_progress(print), MessagePromise[int])
+    assert_type(app.promise("some-id", add), MessagePromise[int])
     assert_type(resize.options(retries=0).fire("b.png", 100), None)
-    assert_type(report.send(), Promise[int])  # a periodic task can be sent like any other
-    assert_type(sweep.send(keep=1), Promise[None])
+    assert_type(report.send(), MessagePromise[int])  # a periodic task can be sent like any other
+    assert_type(sweep.send(keep=1), MessagePromise[None])
     # bulk sends: the calls are tuples of positional arguments or dicts of keyword ones
     assert_type(add.send_many([(1, 2), {"a": 3, "b": 4}]), list[Promise[int]])
     assert_type(add.send_many((i, i) for i in range(3)), list[Promise[int]])
