@@ -13,6 +13,19 @@ from pigeon.message import Event, Progress
 from .conftest import StartWorker
 
 
+async def listening(app: pigeon.App) -> tuple[list[Event], asyncio.Task[None]]:
+    """The events published from now on, appended as they come by the task returned."""
+    events: list[Event] = []
+
+    async def listen() -> None:
+        async for event in app.events(wait=0.5):
+            events.append(event)
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.3)  # the listener starts at the end of the log
+    return events, listener
+
+
 async def test_an_async_task_reports_progress_to_the_promise(
     app: pigeon.App, start_worker: StartWorker
 ) -> None:
@@ -88,14 +101,7 @@ async def test_events_tell_the_life_of_each_message(
     async def broken() -> None:
         raise ValueError("always")
 
-    events: list[Event] = []
-
-    async def listen() -> None:
-        async for event in app.events(wait=0.5):
-            events.append(event)
-
-    listener = asyncio.create_task(listen())
-    await asyncio.sleep(0.3)  # the listener starts at the end of the log
+    events, listener = await listening(app)
     await start_worker()
     ok, retried, bad = flaky.send(False), flaky.send(True), broken.send()
     await asyncio.wait_for(asyncio.gather(ok, retried), 10)
@@ -139,14 +145,7 @@ async def test_sent_is_stamped_before_a_worker_can_start_the_message(
         return ids
 
     monkeypatch.setattr(backend, "enqueue", slow_reply)
-    events: list[Event] = []
-
-    async def listen() -> None:
-        async for event in app.events(wait=0.5):
-            events.append(event)
-
-    listener = asyncio.create_task(listen())
-    await asyncio.sleep(0.3)  # the listener starts at the end of the log
+    events, listener = await listening(app)
     await start_worker()
     promise = quick.send()
     assert await asyncio.wait_for(promise, 10) == "done"

@@ -4,6 +4,7 @@ pigeon is brought up to date when it is opened, keeping what it stores."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,26 @@ ADDED_IN_2 = ("locks",)
 ADDED_IN_3 = ("buckets", "slots", "progress", "events")
 ADDED_IN_4 = ("schedules",)
 ADDED_IN_5 = ("pauses",)
+ADDED = {2: ADDED_IN_2, 3: ADDED_IN_3, 4: ADDED_IN_4, 5: ADDED_IN_5}
+
+
+async def left_by_version(
+    db: Path, version: int, store: Callable[[SQLiteBackend], Awaitable[None]] | None = None
+) -> Message:
+    """The database at ``db`` as a schema-``version`` pigeon left it: a message enqueued
+    and what ``store`` writes, by today's backend, then every table added since dropped."""
+    backend = SQLiteBackend(f"sqlite:///{db}")
+    message = Message(new_id(), "t", "q")
+    await backend.enqueue([message])
+    if store is not None:
+        await store(backend)
+    await backend.close()
+    with sqlite3.connect(db) as conn:
+        for later in range(version + 1, SCHEMA_VERSION + 1):
+            for table in ADDED[later]:
+                conn.execute(f"DROP TABLE {table}")
+        conn.execute(f"PRAGMA user_version = {version}")
+    return message
 
 
 def user_version(db: Path) -> int:
@@ -28,14 +49,7 @@ async def test_a_version_1_database_is_upgraded_on_open_and_keeps_its_messages(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "pigeon.db"
-    backend = SQLiteBackend(f"sqlite:///{db}")
-    message = Message(new_id(), "t", "q")
-    await backend.enqueue([message])
-    await backend.close()
-    with sqlite3.connect(db) as conn:  # what pigeon 0.1 (schema version 1) made
-        for table in ADDED_IN_2 + ADDED_IN_3 + ADDED_IN_4 + ADDED_IN_5:
-            conn.execute(f"DROP TABLE {table}")
-        conn.execute("PRAGMA user_version = 1")
+    message = await left_by_version(db, 1)  # what pigeon 0.1 made
 
     upgraded = SQLiteBackend(f"sqlite:///{db}")
     try:
@@ -55,15 +69,11 @@ async def test_a_version_2_database_is_upgraded_on_open_and_keeps_its_messages(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "pigeon.db"
-    backend = SQLiteBackend(f"sqlite:///{db}")
-    message = Message(new_id(), "t", "q")
-    await backend.enqueue([message])
-    assert await backend.lock("leader", "a", 30) is True
-    await backend.close()
-    with sqlite3.connect(db) as conn:  # what a schema version 2 pigeon made
-        for table in ADDED_IN_3 + ADDED_IN_4 + ADDED_IN_5:
-            conn.execute(f"DROP TABLE {table}")
-        conn.execute("PRAGMA user_version = 2")
+
+    async def store(backend: SQLiteBackend) -> None:
+        assert await backend.lock("leader", "a", 30) is True
+
+    message = await left_by_version(db, 2, store)
 
     upgraded = SQLiteBackend(f"sqlite:///{db}")
     try:
@@ -87,16 +97,12 @@ async def test_a_version_3_database_is_upgraded_on_open_and_keeps_what_it_stores
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "pigeon.db"
-    backend = SQLiteBackend(f"sqlite:///{db}")
-    message = Message(new_id(), "t", "q")
-    await backend.enqueue([message])
-    assert await backend.lock("leader", "a", 30) is True
-    assert await backend.take([Take("b", 60.0)]) == [0.0]
-    await backend.close()
-    with sqlite3.connect(db) as conn:  # what a schema version 3 pigeon made
-        for table in ADDED_IN_4 + ADDED_IN_5:
-            conn.execute(f"DROP TABLE {table}")
-        conn.execute("PRAGMA user_version = 3")
+
+    async def store(backend: SQLiteBackend) -> None:
+        assert await backend.lock("leader", "a", 30) is True
+        assert await backend.take([Take("b", 60.0)]) == [0.0]
+
+    message = await left_by_version(db, 3, store)
 
     upgraded = SQLiteBackend(f"sqlite:///{db}")
     try:
@@ -118,15 +124,11 @@ async def test_a_version_4_database_is_upgraded_on_open_and_can_pause_its_queues
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "pigeon.db"
-    backend = SQLiteBackend(f"sqlite:///{db}")
-    message = Message(new_id(), "t", "q")
-    await backend.enqueue([message])
-    await backend.mark_schedules({"tick": 1000.5})
-    await backend.close()
-    with sqlite3.connect(db) as conn:  # what a schema version 4 pigeon made
-        for table in ADDED_IN_5:
-            conn.execute(f"DROP TABLE {table}")
-        conn.execute("PRAGMA user_version = 4")
+
+    async def store(backend: SQLiteBackend) -> None:
+        await backend.mark_schedules({"tick": 1000.5})
+
+    message = await left_by_version(db, 4, store)
 
     upgraded = SQLiteBackend(f"sqlite:///{db}")
     try:
