@@ -10,7 +10,7 @@ id that is unknown, a message that could not be cancelled); 2 the command could 
 arguments, configuration, backend unreachable).
 
 This module holds the group and its error handling; each group of verbs is a module of its
-own (worker, send, observe, manage, demo), registered on the group here.
+own (worker, send, observe, manage, dashboard, demo), registered on the group here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from pigeon.cli.backend import CommandState
+from pigeon.cli.dashboard import dashboard
 from pigeon.cli.demo import demo
 from pigeon.cli.manage import cancel, dlq, migrate, pause, purge, resume
 from pigeon.cli.observe import events, inspect_, status
@@ -84,6 +85,7 @@ for _verb in [
     resume,
     dlq,
     migrate,
+    dashboard,
     demo,
 ]:
     cli.add_command(_verb)

@@ -1,0 +1,179 @@
+"""What each page shows, read from the backend's records: plain values for the templates.
+
+Nothing here knows of HTTP or HTML; every text is left as it is (the templates escape it),
+except arguments and results, whose ``pigeon.Secret`` values are replaced by ``***`` here,
+before they leave the server.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import msgspec
+
+from pigeon import codec
+from pigeon.cli.output import describe_pause, format_duration, format_when
+from pigeon.message import DeadLetter, MessageInfo, Pause, QueueStats, Stats, WorkerInfo
+from pigeon.secret import redact as redact_secrets
+
+#: The states a queue's depth is counted in (``Backend.stats``), in the order shown.
+STATES = ("waiting", "scheduled", "pending", "leased", "dead")
+
+#: A worker up this long (seconds) that runs nothing while one of its queues, not paused,
+#: has pending messages is flagged stalled: a healthy worker with a free slot fetches due
+#: work within its fetch wait (a second or so), so a whole minute of it is not a moment
+#: caught between two fetches.
+STALLED_AFTER = 60.0
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    name: str
+    counts: QueueStats
+    pause: Pause | None
+    pause_text: str
+    workers: int
+
+    def count(self, state: str) -> int:
+        return int(getattr(self.counts, state))
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    info: WorkerInfo
+    up: str
+    last_seen: str
+    stalled: bool
+    waiting_on: list[str]  # its queues with pending work, when stalled
+
+
+@dataclass(frozen=True)
+class LetterRow:
+    id: str
+    queue: str
+    task: str
+    died: str
+    reason: str
+
+
+def queue_rows(stats: Stats, now: float) -> list[QueueRow]:
+    """Every queue that holds a message or is paused, by name."""
+    rows = []
+    for name in sorted({*stats.queues, *stats.paused}):
+        pause = stats.paused.get(name)
+        rows.append(
+            QueueRow(
+                name=name,
+                counts=stats.queues.get(name, QueueStats()),
+                pause=pause,
+                pause_text=describe_pause(pause, now) if pause else "",
+                workers=sum(1 for w in stats.workers if name in w.queues),
+            )
+        )
+    return rows
+
+
+def totals(stats: Stats) -> dict[str, int]:
+    return {s: sum(getattr(q, s) for q in stats.queues.values()) for s in STATES}
+
+
+def starved_queues(worker: WorkerInfo, stats: Stats) -> list[str]:
+    """The worker's queues that have pending (due) messages and are not paused."""
+    return [
+        q
+        for q in worker.queues
+        if q not in stats.paused and q in stats.queues and stats.queues[q].pending > 0
+    ]
+
+
+def is_stalled(worker: WorkerInfo, stats: Stats, now: float) -> bool:
+    """Alive but not consuming (celery #8030): its heartbeat is fresh (it is listed), it has
+    been up ``STALLED_AFTER`` seconds, runs nothing, and one of its queues has due work.
+
+    A heartbeat carries no time of the last fetch, so this is judged from one reading of
+    ``stats``: what a worker with a free slot and due work never shows for long.
+    """
+    if worker.running > 0 or not worker.started_at or now - worker.started_at < STALLED_AFTER:
+        return False
+    return bool(starved_queues(worker, stats))
+
+
+def worker_rows(stats: Stats, now: float) -> list[WorkerRow]:
+    rows = []
+    for w in sorted(stats.workers, key=lambda w: (w.host, w.pid, w.id)):
+        stalled = is_stalled(w, stats, now)
+        rows.append(
+            WorkerRow(
+                info=w,
+                up=format_duration(now - w.started_at) if w.started_at else "",
+                last_seen=f"{format_duration(now - w.last_seen)} ago" if w.last_seen else "",
+                stalled=stalled,
+                waiting_on=starved_queues(w, stats) if stalled else [],
+            )
+        )
+    return rows
+
+
+def letter_rows(letters: list[DeadLetter], now: float) -> list[LetterRow]:
+    return [
+        LetterRow(
+            id=d.id,
+            queue=d.queue,
+            task=d.task,
+            died=f"{format_duration(now - d.died_at)} ago",
+            reason=d.reason.strip().splitlines()[0] if d.reason.strip() else "",
+        )
+        for d in letters
+    ]
+
+
+def raw_json(raw: bytes) -> str:
+    """Encoded arguments or a result as JSON text, every pigeon.Secret shown as ***."""
+    try:
+        return json.dumps(redact_secrets(msgspec.json.decode(raw)), ensure_ascii=False)
+    except msgspec.DecodeError:
+        return f"({len(raw)} bytes that are not JSON)"
+
+
+def detail_rows(info: MessageInfo, now: float) -> list[tuple[str, str]]:
+    """What the detail page lists of one message, as (label, text): empty ones left out."""
+    rows = [
+        ("state", info.state),
+        ("queue", info.queue),
+        ("task", info.task),
+        ("attempt", str(info.attempt) if info.attempt else ""),
+        ("failures", str(info.failures) if info.failures else ""),
+        ("due", format_when(info.run_at, now) if info.state in ("scheduled", "pending") else ""),
+        ("leased until", format_when(info.lease_until, now)),
+        ("worker", info.worker or ""),
+        ("cancel", "requested: its worker is stopping it" if info.cancel_requested else ""),
+        ("reason", info.reason or ""),
+        ("sent", format_when(info.sent_at, now)),
+    ]
+    if info.result is not None:
+        r = info.result
+        rows.append(("settled", format_when(r.settled_at, now) if r.settled_at else r.state))
+        if r.value is not None:
+            rows.append(("result", raw_json(bytes(r.value))))
+    if info.body is not None:
+        rows.extend(_body_rows(info.body))
+    return [(label, text) for label, text in rows if text]
+
+
+def _body_rows(body: bytes) -> list[tuple[str, str]]:
+    try:
+        m = codec.decode_message(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return [("message", f"undecodable ({len(body)} bytes): {exc}")]
+    rows = [
+        ("args", raw_json(bytes(m.args))),
+        ("kwargs", raw_json(bytes(m.kwargs))),
+        ("priority", str(m.priority)),
+        ("key", m.key or ""),
+        ("runs after", f"{m.after} ({m.mode})" if m.after is not None else ""),
+    ]
+    if m.join is not None:
+        rows.append(("join", f"{m.join.mode} of {len(m.join.members)}"))
+    rows.extend((f"header {name}", value) for name, value in sorted(m.headers.items()))
+    return rows
