@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pigeon.cli.manage import parse_duration
+from pigeon.timetext import parse_duration
 from tests.cli.conftest import Project
 from tests.cli.test_control import cells, one_line
 

@@ -4,7 +4,6 @@ purge), ``pause``, ``resume`` and ``migrate``."""
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,14 +24,13 @@ from pigeon.cli.backend import (
 from pigeon.cli.output import (
     CommandError,
     CommandFailed,
-    describe_pause,
     format_count,
-    format_duration,
     stderr_console,
     stdout_console,
 )
 from pigeon.errors import ConfigError, PigeonError
 from pigeon.message import Pause
+from pigeon.timetext import describe_pause, format_duration, parse_duration
 
 # dead letters ------------------------------------------------------------------------------
 
@@ -207,27 +205,6 @@ def cancel(
 
 
 # pause, resume -----------------------------------------------------------------------------
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhd])")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``90``, ``90s``, ``10m``, ``1h30m``, ``2d`` or ``0.5s``; ValueError if it is
-    not one, or not above 0."""
-    spec = text.strip().lower()
-    try:
-        seconds = float(spec)
-    except ValueError:
-        parts = _DURATION.findall(spec)
-        if not parts or "".join(n + u for n, u in parts) != spec:
-            raise ValueError(
-                f"not a duration: {text!r} (write it like 90s, 10m, 1h30m or 2d)"
-            ) from None
-        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError(f"a pause lasts more than 0 seconds, not {text!r}")
-    return seconds
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:

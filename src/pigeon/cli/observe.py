@@ -16,10 +16,7 @@ from pigeon.cli.backend import CommandState, app_for, backend_options, call_back
 from pigeon.cli.output import (
     STATE_STYLES,
     CommandFailed,
-    describe_pause,
     format_count,
-    format_duration,
-    format_when,
     stderr_console,
     stdout_console,
 )
@@ -29,6 +26,7 @@ from pigeon.events import follow as follow_events
 from pigeon.message import MessageInfo, QueueStats, Stats
 from pigeon.message import Progress as TaskProgress
 from pigeon.secret import redact as redact_secrets
+from pigeon.timetext import describe_pause, format_duration, format_when
 
 
 @click.command()

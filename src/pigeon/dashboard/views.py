@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import msgspec
 
 from pigeon import codec
-from pigeon.cli.output import describe_pause, format_duration, format_when
 from pigeon.message import DeadLetter, MessageInfo, Pause, QueueStats, Stats, WorkerInfo
 from pigeon.secret import redact as redact_secrets
+from pigeon.timetext import describe_pause, format_duration, format_when
 
 #: The states a queue's depth is counted in (``Backend.stats``), in the order shown.
 STATES = ("waiting", "scheduled", "pending", "leased", "dead")

@@ -24,11 +24,11 @@ from starlette.staticfiles import StaticFiles
 
 from pigeon.app import App
 from pigeon.backends import Backend, redact
-from pigeon.cli.manage import parse_duration
 from pigeon.dashboard import views
 from pigeon.dashboard.security import Guard, Refused, csrf_token, read_form, with_headers
 from pigeon.integrations.asgi import lifespan
 from pigeon.message import DeadLetter, MessageInfo, Stats
+from pigeon.timetext import parse_duration
 
 __all__ = ["TOKEN_ENV", "app"]
 
