@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from pigeon.cli.dashboard import check_bind, is_local
+from pigeon.addresses import is_loopback
+from pigeon.cli.dashboard import check_bind
 from pigeon.cli.output import CommandError
 
 
@@ -34,13 +35,13 @@ def test_dashboard_on_a_public_address_without_a_token_exits_with_one_line() -> 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"])
 def test_loopback_binds_need_no_token(host: str) -> None:
-    assert is_local(host)
+    assert is_loopback(host)
     check_bind(host, None)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.1", "127.example.com", "example"])
 def test_other_binds_need_a_token(host: str) -> None:
-    assert not is_local(host)
+    assert not is_loopback(host)
     with pytest.raises(CommandError):
         check_bind(host, None)
     check_bind(host, "a-token")

@@ -9,11 +9,11 @@ without it. Whether the bind is allowed is decided first, before anything is loa
 from __future__ import annotations
 
 import importlib
-import ipaddress
 
 import click
 from rich.markup import escape
 
+from pigeon.addresses import is_loopback
 from pigeon.backends import redact
 from pigeon.cli.backend import CommandState, app_for, backend_options
 from pigeon.cli.output import CommandError, stderr_console
@@ -24,20 +24,9 @@ TOKEN_ENV = "PIGEON_DASHBOARD_TOKEN"
 _MISSING = "the dashboard needs its extra: pip install 'pigeon[dashboard]'"
 
 
-def is_local(host: str) -> bool:
-    """Whether binding to ``host`` serves this machine only."""
-    name = host.strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(host: str, token: str | None) -> None:
     """Refuse, in one line, to serve another machine without a token."""
-    if not is_local(host) and not token:
+    if not is_loopback(host) and not token:
         raise CommandError(
             f"--host {host} would serve other machines: give a token (--token or"
             f" {TOKEN_ENV}) or bind to 127.0.0.1"

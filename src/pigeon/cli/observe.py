@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import click
 import msgspec
 from rich.markup import escape
 from rich.table import Table
 
-from pigeon import codec
 from pigeon.backends import Backend, redact
 from pigeon.cli.backend import CommandState, app_for, backend_options, call_backend
 from pigeon.cli.output import (
@@ -23,10 +21,10 @@ from pigeon.cli.output import (
 from pigeon.errors import ConfigError
 from pigeon.events import describe as describe_event
 from pigeon.events import follow as follow_events
+from pigeon.inspection import body_rows, info_rows, result_rows
 from pigeon.message import MessageInfo, QueueStats, Stats
 from pigeon.message import Progress as TaskProgress
-from pigeon.secret import redact as redact_secrets
-from pigeon.timetext import describe_pause, format_duration, format_when
+from pigeon.timetext import describe_pause, format_duration
 
 
 @click.command()
@@ -170,31 +168,18 @@ def inspect_(state: CommandState, message_id: str, app_spec: str | None, url: st
     style = STATE_STYLES.get(info.state, "")
     grid.add_row("id", info.id)
     grid.add_row("state", f"[{style}]{info.state}[/]" if style else info.state)
-    for label, value in [
-        ("queue", info.queue),
-        ("task", info.task),
-        ("attempt", str(info.attempt) if info.attempt else ""),
-        ("failures", str(info.failures) if info.failures else ""),
-        ("due", format_when(info.run_at, now) if info.state in ("scheduled", "pending") else ""),
-        ("leased until", format_when(info.lease_until, now)),
-        ("worker", info.worker or ""),
-        ("cancel", "requested: its worker is stopping it" if info.cancel_requested else ""),
-        ("progress", _progress_line(report)),
-        ("reason", info.reason or ""),
-    ]:
-        if value:
-            grid.add_row(label, escape(value))
+    for label, value in info_rows(info, now, _progress_line(report)):
+        grid.add_row(label, escape(value))
     traceback = ""
     if info.result is not None:
         r = info.result
-        grid.add_row("settled", format_when(r.settled_at, now) if r.settled_at else r.state)
-        if r.value is not None:
-            grid.add_row("result", escape(_raw_json(bytes(r.value))))
+        for label, value in result_rows(r, now):
+            grid.add_row(label, escape(value))
         if r.error is not None:
             grid.add_row("error", f"[red]{escape(r.error.type)}[/]: {escape(r.error.message)}")
             traceback = r.error.traceback
     if info.body is not None:
-        for label, value in _message_rows(info.body, now, info.sent_at):
+        for label, value in body_rows(info.body, now, info.sent_at):
             grid.add_row(label, escape(value))
     out.print(grid)
     if traceback:
@@ -207,52 +192,6 @@ def _progress_line(report: TaskProgress | None) -> str:
         return ""
     parts = [f"{report.fraction:.0%}" if report.fraction is not None else "", report.text]
     return " ".join(p for p in parts if p)
-
-
-def _message_rows(body: bytes, now: float, sent_at: float | None) -> list[tuple[str, str]]:
-    """The stored message, as rows for ``inspect``: its arguments decoded as JSON. Times are
-    the backend's: ``sent_at`` is when it stored the message (the body's ``created_at``, the
-    sender's clock, only stands in for it when the backend does not know)."""
-    try:
-        m = codec.decode_message(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return [("message", f"undecodable ({len(body)} bytes): {exc}")]
-    rows = [("args", _raw_json(bytes(m.args))), ("kwargs", _raw_json(bytes(m.kwargs)))]
-    rows.append(("priority", str(m.priority)))
-    rows.append(("max attempts", str(m.max_attempts)))
-    if m.timeout is not None:
-        rows.append(("timeout", f"{m.timeout:g}s"))
-    rows.append(("lease", f"{m.lease:g}s"))
-    if m.key is not None:
-        rows.append(("key", m.key))
-    if m.after is not None:
-        rows.append(("runs after", f"{m.after} ({m.mode})"))
-    if m.join is not None:
-        rows.append(
-            ("join", f"{m.join.mode} of {len(m.join.members)}: {', '.join(m.join.members)}")
-        )
-    sent = sent_at if sent_at is not None else m.created_at or None
-    expires = m.expires_at
-    if m.expires is not None and sent is not None:
-        relative = sent + m.expires  # as the backend resolved it when it stored the message
-        expires = relative if expires is None else min(expires, relative)
-    if expires is not None:
-        rows.append(("expires", format_when(expires, now)))
-    elif m.expires is not None:
-        rows.append(("expires", f"{m.expires:g}s after it was sent"))
-    if sent is not None:
-        rows.append(("sent", format_when(sent, now)))
-    for name, value in sorted(m.headers.items()):
-        rows.append((f"header {name}", value))
-    return rows
-
-
-def _raw_json(raw: bytes) -> str:
-    """Encoded arguments or a result as JSON text, with every pigeon.Secret shown as ***."""
-    try:
-        return json.dumps(redact_secrets(msgspec.json.decode(raw)), ensure_ascii=False)
-    except msgspec.DecodeError:
-        return repr(raw)
 
 
 @click.command()

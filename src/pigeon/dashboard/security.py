@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
+
+from pigeon.addresses import is_loopback
 
 #: The session cookie set by the login form (with a token only).
 SESSION_COOKIE = "pigeon_dashboard"
@@ -53,18 +54,6 @@ class Refused(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is this
-    machine: ``localhost`` or a loopback address."""
-    name = host.strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def session_value(token: str) -> str:

@@ -7,15 +7,11 @@ before they leave the server.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-import msgspec
-
-from pigeon import codec
+from pigeon.inspection import body_rows, info_rows, result_rows
 from pigeon.message import DeadLetter, MessageInfo, Pause, QueueStats, Stats, WorkerInfo
-from pigeon.secret import redact as redact_secrets
-from pigeon.timetext import describe_pause, format_duration, format_when
+from pigeon.timetext import describe_pause, format_duration
 
 #: The states a queue's depth is counted in (``Backend.stats``), in the order shown.
 STATES = ("waiting", "scheduled", "pending", "leased", "dead")
@@ -128,52 +124,12 @@ def letter_rows(letters: list[DeadLetter], now: float) -> list[LetterRow]:
     ]
 
 
-def raw_json(raw: bytes) -> str:
-    """Encoded arguments or a result as JSON text, every pigeon.Secret shown as ***."""
-    try:
-        return json.dumps(redact_secrets(msgspec.json.decode(raw)), ensure_ascii=False)
-    except msgspec.DecodeError:
-        return f"({len(raw)} bytes that are not JSON)"
-
-
 def detail_rows(info: MessageInfo, now: float) -> list[tuple[str, str]]:
-    """What the detail page lists of one message, as (label, text): empty ones left out."""
-    rows = [
-        ("state", info.state),
-        ("queue", info.queue),
-        ("task", info.task),
-        ("attempt", str(info.attempt) if info.attempt else ""),
-        ("failures", str(info.failures) if info.failures else ""),
-        ("due", format_when(info.run_at, now) if info.state in ("scheduled", "pending") else ""),
-        ("leased until", format_when(info.lease_until, now)),
-        ("worker", info.worker or ""),
-        ("cancel", "requested: its worker is stopping it" if info.cancel_requested else ""),
-        ("reason", info.reason or ""),
-        ("sent", format_when(info.sent_at, now)),
-    ]
+    """What the detail page lists of one message, as (label, text), as ``pigeon inspect``
+    does (``pigeon.inspection``): empty ones left out."""
+    rows = [("state", info.state), *info_rows(info, now)]
     if info.result is not None:
-        r = info.result
-        rows.append(("settled", format_when(r.settled_at, now) if r.settled_at else r.state))
-        if r.value is not None:
-            rows.append(("result", raw_json(bytes(r.value))))
+        rows.extend(result_rows(info.result, now))
     if info.body is not None:
-        rows.extend(_body_rows(info.body))
-    return [(label, text) for label, text in rows if text]
-
-
-def _body_rows(body: bytes) -> list[tuple[str, str]]:
-    try:
-        m = codec.decode_message(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return [("message", f"undecodable ({len(body)} bytes): {exc}")]
-    rows = [
-        ("args", raw_json(bytes(m.args))),
-        ("kwargs", raw_json(bytes(m.kwargs))),
-        ("priority", str(m.priority)),
-        ("key", m.key or ""),
-        ("runs after", f"{m.after} ({m.mode})" if m.after is not None else ""),
-    ]
-    if m.join is not None:
-        rows.append(("join", f"{m.join.mode} of {len(m.join.members)}"))
-    rows.extend((f"header {name}", value) for name, value in sorted(m.headers.items()))
+        rows.extend(body_rows(info.body, now, info.sent_at))
     return rows

@@ -1,9 +1,9 @@
 """The memory backend's paused queues: ``pause``, ``resume``, ``paused``.
 
 A mixin of :class:`pigeon.backends.memory.backend.MemoryBackend`; it keeps the pauses (made
-by its ``__init__``) and reads the backend's clock through ``time()``. The fetch skips a
-queue that ``_is_paused`` names; like the rest of the backend, every operation runs without
-awaiting in between (``time()`` never suspends), so it is atomic.
+by its ``__init__``) and reads the backend's clock through ``_now`` (``Coordination``'s). The
+fetch skips a queue that ``_is_paused`` names; like the rest of the backend, every operation
+runs without awaiting in between, so it is atomic.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Pausing(Coordination):
         self, queue: str, reason: str | None = None, until: float | None = None
     ) -> Pause:
         check_pause(queue, until)
-        now = await self.time()
+        now = self._now()
         if until is not None and until <= now:
             raise until_passed(queue, until, now)
         held = self._pauses.get(queue)
@@ -47,17 +47,14 @@ class Pausing(Coordination):
 
     async def resume(self, queue: str) -> bool:
         check_pause(queue, None)
-        was = self._is_paused(queue, await self.time())
+        was = self._is_paused(queue, self._now())
         self._pauses.pop(queue, None)
         self._notify()  # a fetch waiting on the queue looks again
         return was
 
     async def paused(self) -> dict[str, Pause]:
-        return self._live_pauses(await self.time())
+        return self._live_pauses(self._now())
 
     def _live_pauses(self, now: float) -> dict[str, Pause]:
         """The pauses not expired at ``now``, by queue name."""
         return {q: p for q, p in sorted(self._pauses.items()) if p.until is None or p.until > now}
-
-    async def time(self) -> float:  # the backend's clock: MemoryBackend defines it
-        raise NotImplementedError
