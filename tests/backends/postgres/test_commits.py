@@ -68,6 +68,7 @@ async def test_a_lease_commits_without_waiting_for_the_flush_and_a_settle_waits(
             None,
             60.0,
             None,
+            True,
         )
     finally:
         await conn.close()

@@ -46,6 +46,8 @@ How it keeps the contract of :mod:`pigeon.backends.base`:
   send) is ``insert_new`` per ``PLAIN_CHUNK``, pipelined by ``executemany``: ids and bodies
   are its only arrays, and it skips ``ON CONFLICT`` (falling back to ``insert_plain`` when
   an id turns out to be a message already). Other batches are one ``insert_messages``.
+  Every insert ends with ``settled_since`` (an id settled while it was being stored again
+  is undone: see ``enqueue.py``).
 - Transactional enqueue: :meth:`PostgresBackend.enqueue_in` writes messages through the
   application's own asyncpg connection, inside its transaction (``App.transaction``).
 

@@ -18,12 +18,21 @@ import msgspec
 from pigeon import codec
 from pigeon.backends.base import PlainOptions, plain_options
 from pigeon.backends.shared import dependencies, first_state
+from pigeon.errors import BackendError
 from pigeon.message import Message
 
 log = logging.getLogger("pigeon.backends.postgres")
 
 #: Messages per insert_plain statement when a plain batch is bigger (see insert_plain).
 PLAIN_CHUNK = 1000
+
+#: The SQLSTATE of ``settled_since`` (sql/0009_settled_resend.sql): an id this statement
+#: stored again had been settled (its message deleted, its outcome stored) meanwhile. The
+#: statement is undone; sent again, it sees the outcome and skips the id.
+SETTLED_MEANWHILE = "PGSET"
+#: Statements tried per enqueue when ids keep settling under it (one retry is enough:
+#: an id settles once).
+_TRIES = 3
 
 # A row of insert_messages: (message, state, the id it waits on, encoded body).
 _Row = tuple[Message, str, str | None, bytes]
@@ -131,26 +140,41 @@ async def insert_plain(
     On a connection of our own (``own``) it first tries ``insert_new``, which is
     cheaper, and falls back to ``insert_plain`` if an id turns out to be stored twice;
     in the application's transaction an error would abort it, so ``insert_plain``.
+    An id that settled while it was being stored again is undone (see ``_stored``).
     """
     encode = codec.encode_message
+    raising = not conn.is_in_transaction()
 
     def chunks() -> Iterator[tuple[Any, ...]]:  # made as executemany sends them
         for at in range(0, len(messages), PLAIN_CHUNK):
             part = messages[at : at + PLAIN_CHUNK]
-            yield ([m.id for m in part], [encode(m) for m in part], *shared)
+            yield ([m.id for m in part], [encode(m) for m in part], *shared, raising)
 
-    names = ["insert_new", "insert_plain"] if own else ["insert_plain"]
-    for name in names:
+    name = "insert_new" if own else "insert_plain"
+    for _ in range(_TRIES):
         try:
             if len(messages) <= PLAIN_CHUNK:
-                await conn.fetchval(sql[name], *next(chunks()))
-            else:
+                settled = (await conn.fetchrow(sql[name], *next(chunks())))[1]
+            elif raising:  # atomic: settled_since raises rather than returning ids
                 await conn.executemany(sql[name], chunks())
-            return
+                settled = []
+            else:
+                settled = [
+                    mid for args in chunks() for mid in (await conn.fetchrow(sql[name], *args))[1]
+                ]
         except asyncpg.UniqueViolationError:
-            if name == names[-1]:
+            if name == "insert_plain":
                 raise
             log.debug("PostgreSQL %s: an id stored twice; enqueue again with ON CONFLICT", url)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != SETTLED_MEANWHILE:
+                raise
+            log.debug("PostgreSQL %s: %s; enqueue again", url, exc)
+        else:
+            await _undo(conn, sql, settled)
+            return
+        name = "insert_plain"
+    raise BackendError(f"PostgreSQL {url}: ids kept settling while they were stored again")
 
 
 async def insert(
@@ -162,9 +186,10 @@ async def insert(
     due_now: bool = False,
 ) -> None:
     """One insert_messages statement; ``due_now`` ignores delays (requeue: a relative
-    expiry is resolved afresh)."""
-    await conn.fetchval(
-        sql["insert_messages"],
+    expiry is resolved afresh). An id that settled while it was being stored again is
+    undone (see ``_stored``)."""
+    raising = not conn.is_in_transaction()
+    args = (
         [m.id for m, *_ in rows],
         [m.queue for m, *_ in rows],
         [m.task for m, *_ in rows],
@@ -188,7 +213,27 @@ async def insert(
         [jm[0] for jm in members],
         [jm[1] for jm in members],
         [m.expires for m, *_ in rows],
+        raising,
     )
+    for _ in range(_TRIES):
+        try:
+            settled = (await conn.fetchrow(sql["insert_messages"], *args))[1]
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != SETTLED_MEANWHILE:
+                raise
+            log.debug("PostgreSQL: %s; enqueue again", exc)
+            continue
+        await _undo(conn, sql, settled)
+        return
+    raise BackendError("PostgreSQL: ids kept settling while they were stored again")
+
+
+async def _undo(conn: Any, sql: dict[str, str], settled: list[str]) -> None:
+    """Delete what an insert in a transaction stored again of ids that ``settled_since``
+    found settled meanwhile (their outcome or dead letter stands: they must not run again)."""
+    if settled:
+        log.debug("settled while being stored again, not stored: %s", settled[:5])
+        await conn.execute(sql["unstore"], settled)
 
 
 async def requeue(conn: Any, sql: dict[str, str], letters: list[Any]) -> None:

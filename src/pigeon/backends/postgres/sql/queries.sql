@@ -60,18 +60,22 @@ members AS (
     FROM unnest($21::text[], $22::text[]) AS jm(join_id, member)
     WHERE jm.join_id IN (SELECT id FROM inserted)
 )
--- Scheduled messages wake fetchers too, so that they re-plan their next look.
-SELECT count(pg_notify('__work__', w.queue))
-FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'pending') w
+-- Scheduled messages wake fetchers too, so that they re-plan their next look. The second
+-- column: ids settled while this statement stored them again (settled_since, with $24 its
+-- p_raise), to be deleted by the caller's transaction.
+SELECT (SELECT count(pg_notify('__work__', w.queue))
+        FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'pending') w),
+       __schema__.settled_since(ARRAY(SELECT id FROM inserted), $24::boolean)
 
 
 -- name: insert_plain
 -- insert_messages for messages without key, follow-up or join that share every option (a
 -- bulk send, or a burst of one task's sends): $1 their ids, $2 their bodies, $3-$12 what they
 -- share (queue, task, priority, delay, run_at, max_deliveries, lease, expires_at,
--- result_ttl, and the relative expires, resolved by now() as in insert_messages). Two
--- arrays instead of fourteen: binding costs per array element. Inserted in id order, as
--- insert_messages; an id already stored is skipped.
+-- result_ttl, and the relative expires, resolved by now() as in insert_messages), $13
+-- settled_since's p_raise. Two arrays instead of fourteen: binding costs per array element.
+-- Inserted in id order, as insert_messages; an id already stored is skipped, and the second
+-- column is as insert_messages's.
 WITH inserted AS (
     INSERT INTO __schema__.messages AS m
         (id, queue, task, priority, due, state, max_deliveries, lease_len, expires_at,
@@ -89,7 +93,8 @@ WITH inserted AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING m.id
 )
-SELECT count(pg_notify('__work__', $3::text)) FROM (SELECT 1 FROM inserted LIMIT 1) w
+SELECT (SELECT count(pg_notify('__work__', $3::text)) FROM (SELECT 1 FROM inserted LIMIT 1) w),
+       __schema__.settled_since(ARRAY(SELECT id FROM inserted), $13::boolean)
 
 
 -- name: insert_new
@@ -98,7 +103,7 @@ SELECT count(pg_notify('__work__', $3::text)) FROM (SELECT 1 FROM inserted LIMIT
 -- messages (or twice in the batch) raises unique_violation, and the caller then runs
 -- insert_plain. Whether an id is an outcome's or a dead letter's is looked up only when the
 -- batch's lowest id is not above the highest of each (two index reads, once): ids are
--- time-ordered, so a bulk send's usual batch is above them all.
+-- time-ordered, so a bulk send's usual batch is above them all. Its columns are insert_plain's.
 WITH inserted AS (
     INSERT INTO __schema__.messages AS m
         (id, queue, task, priority, due, state, max_deliveries, lease_len, expires_at,
@@ -117,7 +122,19 @@ WITH inserted AS (
     ORDER BY i.id
     RETURNING m.id
 )
-SELECT count(pg_notify('__work__', $3::text)) FROM (SELECT 1 FROM inserted LIMIT 1) w
+SELECT (SELECT count(pg_notify('__work__', $3::text)) FROM (SELECT 1 FROM inserted LIMIT 1) w),
+       __schema__.settled_since(ARRAY(SELECT id FROM inserted), $13::boolean)
+
+
+-- name: unstore
+-- Ids that settled_since found settled while an enqueue in a transaction stored them again:
+-- their message and join counters go, before anything outside the transaction sees them.
+WITH joined AS (
+    DELETE FROM __schema__.join_members WHERE join_id = ANY($1::text[])
+), counters AS (
+    DELETE FROM __schema__.joins WHERE id = ANY($1::text[])
+)
+DELETE FROM __schema__.messages WHERE id = ANY($1::text[])
 
 
 -- name: claim_keys
