@@ -9,9 +9,9 @@
 -- statement of a VOLATILE function takes one), and returns the ids among p_ids that have
 -- either. With p_raise (an enqueue outside a transaction) it raises SQLSTATE PGSET instead,
 -- which undoes the statement: the caller sends again, and now sees the outcome. In a
--- transaction the caller deletes what it returns (unstore in queries.sql). Ids are
--- time-ordered: a batch above every outcome and dead letter, the usual case, costs two
--- index reads.
+-- transaction the caller deletes what it returns (unstore in queries.sql). Only an id that
+-- was a message when the insert began can have settled under it, so the inserts call this
+-- only when their lowest id is not above the highest in messages (new ids are above it).
 CREATE FUNCTION settled_since(p_ids text[], p_raise boolean) RETURNS text[]
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
