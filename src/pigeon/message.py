@@ -299,6 +299,11 @@ class WorkerInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     done: int = 0
     started_at: float = 0.0
     last_seen: float = 0.0
+    #: Seconds before ``last_seen`` that a fetch of the worker's last answered, and that one
+    #: last brought it messages; None: not yet. Ages, not times: the worker's clock is never
+    #: compared with the backend's (``last_seen`` is the backend's).
+    fetch_age: float | None = None
+    work_age: float | None = None
 
 
 class Pause(msgspec.Struct, frozen=True):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 import re
 
-from pigeon.message import Pause
+from pigeon.message import Pause, WorkerInfo
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhd])")
@@ -56,3 +56,11 @@ def describe_pause(pause: Pause, now: float) -> str:
     """How long a pause lasts, and why: what ``pause`` and ``status`` print."""
     until = f"until {format_when(pause.until, now)}" if pause.until is not None else "until resumed"
     return until + (f": {pause.reason}" if pause.reason else "")
+
+
+def heartbeat_age(worker: WorkerInfo, age: float | None, now: float) -> str:
+    """When something ``age`` seconds before ``worker``'s last heartbeat happened (its
+    ``fetch_age`` or ``work_age``), as "3s ago", or "never"."""
+    if age is None or not worker.last_seen:
+        return "never"
+    return f"{format_duration(max(0.0, now - worker.last_seen + age))} ago"

@@ -196,13 +196,16 @@ async def test_heartbeat_lists_a_worker_in_stats_until_it_retires(backend: Backe
 
     await backend.heartbeat(info, ttl=30)
     await backend.heartbeat(other, ttl=30)
-    await backend.heartbeat(WorkerInfo("w1", "host-a", 4242, ["q", "emails"], 8, 3, 5), ttl=30)
+    again = WorkerInfo("w1", "host-a", 4242, ["q", "emails"], 8, 3, 5, fetch_age=0.25, work_age=9.5)
+    await backend.heartbeat(again, ttl=30)
 
     workers = {w.id: w for w in (await backend.stats()).workers}
     assert set(workers) == {"w1", "w2"}
     w1 = workers["w1"]
     assert (w1.host, w1.pid, w1.queues, w1.concurrency) == ("host-a", 4242, ["q", "emails"], 8)
     assert (w1.running, w1.done) == (3, 5)
+    assert (w1.fetch_age, w1.work_age) == (0.25, 9.5)  # ages kept as sent
+    assert (workers["w2"].fetch_age, workers["w2"].work_age) == (None, None)
 
     await backend.retire("w1")
     assert [w.id for w in (await backend.stats()).workers] == ["w2"]

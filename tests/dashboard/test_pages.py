@@ -105,17 +105,41 @@ async def test_workers_page_flags_a_worker_that_runs_nothing_while_its_queue_has
     idle = WorkerInfo("w-idle", "host-a", 11, ["work"], 4, started_at=now - 600)
     busy = WorkerInfo("w-busy", "host-b", 12, ["work"], 4, running=4, started_at=now - 600)
     new = WorkerInfo("w-new", "host-c", 13, ["work"], 4, started_at=now - 1)
-    for info in (idle, busy, new):
+    # With the ages a heartbeat carries: fetched work 2s before it, or last 5 minutes before
+    # (one long task still running, three slots free): the second is stuck.
+    fed = WorkerInfo("w-fed", "h", 14, ["work"], 4, started_at=now - 600, fetch_age=0.5, work_age=2)
+    stuck = WorkerInfo(
+        "w-stuck",
+        "h",
+        15,
+        ["work"],
+        4,
+        running=1,
+        started_at=now - 600,
+        fetch_age=290,
+        work_age=300,
+    )
+    for info in (idle, busy, new, fed, stuck):
         await dashboard.backend.heartbeat(info, ttl=60)
     page = (await dashboard.client.get("/workers")).text
     rows = {
         m.group(1): "stalled</span>" in m.group(0)
         for m in re.finditer(r"<tr[^>]*>\s*<td>(w-\w+)</td>.*?</tr>", page, re.S)
     }
-    assert rows == {"w-idle": True, "w-busy": False, "w-new": False}
+    assert rows == {
+        "w-idle": True,
+        "w-busy": False,
+        "w-new": False,
+        "w-fed": False,
+        "w-stuck": True,
+    }
     assert "4/4" in page
+    stuck_row = re.search(r"<tr[^>]*>\s*<td>w-stuck</td>.*?</tr>", page, re.S)
+    assert stuck_row is not None
+    assert "4m50s ago" in stuck_row.group(0)  # its last fetch
+    assert "5m00s ago" in stuck_row.group(0)  # its last work
     overview = (await dashboard.client.get("/")).text
-    assert "1 stalled" in overview
+    assert "2 stalled" in overview
     await dashboard.backend.pause("work")
     page = (await dashboard.client.get("/workers")).text
     assert "stalled</span>" not in page  # a paused queue is not consumed on purpose

@@ -24,7 +24,7 @@ from pigeon.events import follow as follow_events
 from pigeon.inspection import body_rows, info_rows, result_rows
 from pigeon.message import MessageInfo, QueueStats, Stats
 from pigeon.message import Progress as TaskProgress
-from pigeon.timetext import describe_pause, format_duration
+from pigeon.timetext import describe_pause, format_duration, heartbeat_age
 
 
 @click.command()
@@ -128,6 +128,8 @@ def workers_table(stats: Stats, now: float) -> Table | str:
         ("done", "right"),
         ("up", "right"),
         ("last seen", "right"),
+        ("last fetch", "right"),
+        ("last work", "right"),
     ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for w in sorted(stats.workers, key=lambda w: (w.host, w.pid)):
@@ -140,6 +142,8 @@ def workers_table(stats: Stats, now: float) -> Table | str:
             f"{w.done:,}",
             format_duration(now - w.started_at) if w.started_at else "",
             f"{format_duration(now - w.last_seen)} ago" if w.last_seen else "",
+            heartbeat_age(w, w.fetch_age, now),
+            heartbeat_age(w, w.work_age, now),
         )
     return table
 

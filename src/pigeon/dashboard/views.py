@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pigeon.inspection import body_rows, info_rows, result_rows
 from pigeon.message import DeadLetter, MessageInfo, Pause, QueueStats, Stats, WorkerInfo
-from pigeon.timetext import describe_pause, format_duration
+from pigeon.timetext import describe_pause, format_duration, heartbeat_age
 
 #: The states a queue's depth is counted in (``Backend.stats``), in the order shown.
 STATES = ("waiting", "scheduled", "pending", "leased", "dead")
@@ -40,6 +40,8 @@ class WorkerRow:
     info: WorkerInfo
     up: str
     last_seen: str
+    last_fetch: str  # when a fetch last answered
+    last_work: str  # when a fetch last brought messages
     stalled: bool
     waiting_on: list[str]  # its queues with pending work, when stalled
 
@@ -85,14 +87,21 @@ def starved_queues(worker: WorkerInfo, stats: Stats) -> list[str]:
 
 def is_stalled(worker: WorkerInfo, stats: Stats, now: float) -> bool:
     """Alive but not consuming (celery #8030): its heartbeat is fresh (it is listed), it has
-    been up ``STALLED_AFTER`` seconds, runs nothing, and one of its queues has due work.
+    a free slot, one of its queues (not paused) has due work, and no fetch has brought it a
+    message for ``STALLED_AFTER`` seconds: a worker that fetches gets due work within its
+    fetch wait (a second or so).
 
-    A heartbeat carries no time of the last fetch, so this is judged from one reading of
-    ``stats``: what a worker with a free slot and due work never shows for long.
+    The heartbeat says how long before ``last_seen`` a fetch last brought messages
+    (``work_age``, an age, so that the worker's clock never meets the backend's). A worker
+    that has brought none yet is judged by its uptime, running nothing.
     """
-    if worker.running > 0 or not worker.started_at or now - worker.started_at < STALLED_AFTER:
+    if worker.running >= worker.concurrency or not starved_queues(worker, stats):
         return False
-    return bool(starved_queues(worker, stats))
+    if worker.work_age is not None:
+        return now - worker.last_seen + worker.work_age > STALLED_AFTER
+    return (
+        worker.running == 0 and bool(worker.started_at) and now - worker.started_at > STALLED_AFTER
+    )
 
 
 def worker_rows(stats: Stats, now: float) -> list[WorkerRow]:
@@ -104,6 +113,8 @@ def worker_rows(stats: Stats, now: float) -> list[WorkerRow]:
                 info=w,
                 up=format_duration(now - w.started_at) if w.started_at else "",
                 last_seen=f"{format_duration(now - w.last_seen)} ago" if w.last_seen else "",
+                last_fetch=heartbeat_age(w, w.fetch_age, now),
+                last_work=heartbeat_age(w, w.work_age, now),
                 stalled=stalled,
                 waiting_on=starved_queues(w, stats) if stalled else [],
             )

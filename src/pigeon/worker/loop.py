@@ -169,6 +169,7 @@ class Worker:
         # One assignment per fetch batch: read from the probes' threads, never per message.
         self.fetch_started_at = 0.0
         self.answered_at = 0.0
+        self._fetched_at = self._worked_at = 0.0  # a fetch answered; one brought messages
         self._exit_code = EXIT_OK
         self._session: _Session | None = None  # what run() works with, made once it starts
 
@@ -311,7 +312,9 @@ class Worker:
                     continue
                 failing_since = None
                 backoff = 0.05
-                now = self.answered_at = time.monotonic()
+                now = self.answered_at = self._fetched_at = time.monotonic()
+                if deliveries:
+                    self._worked_at = now
                 for d in deliveries:
                     self._buffered[d.id] = _Buffered(d, now)
                 self._start_buffered()
@@ -533,6 +536,7 @@ class Worker:
         host = socket.gethostname()
         swept = 0.0
         while True:
+            now = time.monotonic()
             info = WorkerInfo(
                 self.id,
                 host,
@@ -542,6 +546,8 @@ class Worker:
                 running=len(self._running),
                 done=self.done,
                 started_at=self._started_at,
+                fetch_age=now - self._fetched_at if self._fetched_at else None,
+                work_age=now - self._worked_at if self._worked_at else None,
             )
             try:
                 await self._live.backend.heartbeat(info, ttl=self.heartbeat_every * 3)
