@@ -159,6 +159,10 @@ async def in_place(
         async with namespaces.postgres_database(args.postgres, name) as dsn:
             place = Place(run_id, workdir, postgres_dsn=dsn)
             await measure(system, place, settings, counter_path, figures)
+    elif system.broker is Broker.NATS:
+        with namespaces.nats_server(workdir) as url:
+            place = Place(run_id, workdir, nats_url=url)
+            await measure(system, place, settings, counter_path, figures)
     else:
         await measure(system, Place(run_id, workdir), settings, counter_path, figures)
 
@@ -205,6 +209,8 @@ def environment(args: argparse.Namespace, names: list[str]) -> dict[str, str]:
             env["Redis"] = namespaces.redis_version(args.redis)
         if Broker.POSTGRES in uses:
             env["PostgreSQL"] = asyncio.run(namespaces.postgres_version(args.postgres))
+        if Broker.NATS in uses:
+            env["nats-server"] = namespaces.nats_version()
     except Exception as exc:  # the systems that need the server will report it
         print(f"could not read a server's version: {exc}", flush=True)
     return env

@@ -89,13 +89,38 @@ async def asyncpg_insert_one_by_one(dsn: str, n: int) -> float:
         await connection.close()
 
 
-async def raw_round_trip(redis_url: str | None, postgres_dsn: str | None, n: int) -> float | None:
+async def jetstream_publish_one_by_one(nats_url: str, n: int) -> float:
+    """Acknowledged JetStream publishes per second, each awaited (nats-py), to a file-backed
+    stream of its own, deleted afterwards."""
+    import nats
+
+    client = await nats.connect(nats_url)
+    try:
+        js = client.jetstream()
+        await js.add_stream(name="pigeon_bench_raw", subjects=["pigeon-bench.raw"])
+        try:
+            t0 = time.perf_counter()
+            for i in range(n):
+                await js.publish("pigeon-bench.raw", f"task-{i}".encode())
+            return n / (time.perf_counter() - t0)
+        finally:
+            await js.delete_stream("pigeon_bench_raw")
+    finally:
+        await client.close()
+
+
+async def raw_round_trip(
+    redis_url: str | None, postgres_dsn: str | None, n: int, nats_url: str | None = None
+) -> float | None:
     """One awaited round trip per second of the broker's own asyncio client (redis-py LPUSH,
-    asyncpg INSERT), on the server named; None for a system with neither."""
+    asyncpg INSERT, nats-py JetStream publish), on the server named; None for a system with
+    none of them."""
     if redis_url is not None:
         return await redis_lpush_one_by_one(redis_url, n)
     if postgres_dsn is not None:
         return await asyncpg_insert_one_by_one(postgres_dsn, n)
+    if nats_url is not None:
+        return await jetstream_publish_one_by_one(nats_url, n)
     return None
 
 

@@ -107,7 +107,9 @@ async def _workloads(
 ) -> None:
     n = s.n
     # (a) one by one, nothing consuming; the raw round trip it is compared with, just before
-    figures.raw_one = await limits.raw_round_trip(place.redis_url, place.postgres_dsn, s.raw_n)
+    figures.raw_one = await limits.raw_round_trip(
+        place.redis_url, place.postgres_dsn, s.raw_n, place.nats_url
+    )
     t0 = time.perf_counter()
     for i in range(n):
         await system.enqueue_one(Kind.NOOP, i)

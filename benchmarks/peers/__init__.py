@@ -17,6 +17,7 @@ SYSTEMS: dict[str, tuple[str, Broker]] = {
     "pigeon-sqlite": ("peers.pigeon_adapter:PigeonSQLite", Broker.SQLITE),
     "pigeon-redis": ("peers.pigeon_adapter:PigeonRedis", Broker.REDIS),
     "pigeon-postgres": ("peers.pigeon_adapter:PigeonPostgres", Broker.POSTGRES),
+    "pigeon-nats": ("peers.pigeon_adapter:PigeonNats", Broker.NATS),
     "celery": ("peers.celery_adapter:CelerySystem", Broker.REDIS),
     "dramatiq": ("peers.dramatiq_adapter:DramatiqSystem", Broker.REDIS),
     "arq": ("peers.arq_adapter:ArqSystem", Broker.REDIS),
@@ -26,6 +27,7 @@ SYSTEMS: dict[str, tuple[str, Broker]] = {
     "rq": ("peers.rq_adapter:RqSystem", Broker.REDIS),
     "procrastinate": ("peers.procrastinate_adapter:ProcrastinateSystem", Broker.POSTGRES),
     "pgqueuer": ("peers.pgqueuer_adapter:PgQueuerSystem", Broker.POSTGRES),
+    "taskiq-nats": ("peers.taskiq_nats_adapter:TaskiqNatsSystem", Broker.NATS),
 }
 
 #: Names that stand for several systems in ``--systems``.

@@ -44,6 +44,7 @@ QUEUE = "bench"
 #: database URL, the PostgreSQL DSN and the concurrency (the counter file: ``counter.py``).
 REDIS_ENV = "BENCH_REDIS_URL"
 POSTGRES_ENV = "BENCH_POSTGRES_DSN"
+NATS_ENV = "BENCH_NATS_URL"
 CONCURRENCY_ENV = "BENCH_CONCURRENCY"
 
 
@@ -59,6 +60,7 @@ class Broker(enum.Enum):
     SQLITE = "sqlite"
     REDIS = "redis"
     POSTGRES = "postgres"
+    NATS = "nats"
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,15 @@ class Place:
 
     Only the field of the system's broker is set: ``redis_url`` names a Redis database that
     was empty when the harness claimed it; ``postgres_dsn`` a database created for this
-    system; ``workdir`` is always a private directory (SQLite files, worker logs).
+    system; ``nats_url`` a nats-server (JetStream on) started for this system alone;
+    ``workdir`` is always a private directory (SQLite files, worker logs).
     """
 
     run_id: str
     workdir: Path
     redis_url: str | None = None
     postgres_dsn: str | None = None
+    nats_url: str | None = None
 
 
 @dataclass(frozen=True)

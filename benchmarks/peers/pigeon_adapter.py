@@ -1,9 +1,10 @@
 """pigeon, on whatever backend a URL names.
 
-One adapter serves the four pigeon rows: ``memory://`` (worker in the harness process: that
-store is one process's memory), ``sqlite:///<workdir>/pigeon.db``, ``redis://.../<db>?prefix=``
-and ``postgresql://.../<own database>``. A backend whose module does not import yet (redis,
-postgres while they are being written) is skipped by the harness with a one-line note.
+One adapter serves the five pigeon rows: ``memory://`` (worker in the harness process: that
+store is one process's memory), ``sqlite:///<workdir>/pigeon.db``, ``redis://.../<db>?prefix=``,
+``postgresql://.../<own database>`` and ``nats://<own server>?stream=bench``. A backend whose
+module does not import yet (NATS, while it is being written) is skipped by the harness with a
+one-line note.
 
 Configuration: ``pigeon worker APP -c 100`` for both workloads (asyncio, pigeon's default);
 ``fire`` for the no-op and nap tasks (pigeon's documented fire-and-forget: no outcome kept),
@@ -189,3 +190,14 @@ class PigeonPostgres(PigeonSystem):
     def make_url(self, place: Place) -> str:
         assert place.postgres_dsn is not None
         return place.postgres_dsn
+
+
+class PigeonNats(PigeonSystem):
+    name = "pigeon-nats"
+    broker = Broker.NATS
+    # Skipped with a one-line note until the NATS backend (issue 18) imports.
+    requires: ClassVar[tuple[str, ...]] = ("pigeon.backends.nats.backend",)
+
+    def make_url(self, place: Place) -> str:
+        assert place.nats_url is not None
+        return f"{place.nats_url}?stream=bench"
