@@ -309,11 +309,12 @@ class App:
 
         Inside ``async with app.transaction(conn):``, every ``task.send(...)`` and
         ``task.fire(...)`` of this App is written through ``conn``, the application's own
-        connection (asyncpg, for ``postgresql://``), when the block exits, inside the
-        transaction ``conn`` is in: the messages become visible to workers only if that
-        transaction commits, and vanish if it rolls back (asyncpg for ``postgresql://``; for
-        ``sqlite://`` a ``sqlite3`` connection to the same file, and the sync form
-        ``with app.transaction(conn):`` works too)::
+        connection, when the block exits, inside the transaction ``conn`` is in: the
+        messages become visible to workers only if that transaction commits, and vanish if
+        it rolls back. For ``postgresql://`` ``conn`` is asyncpg's or psycopg 3's (an
+        ``AsyncConnection``; a sync ``Connection`` with the sync form
+        ``with app.transaction(conn):``, as SQLAlchemy and Django hold); for ``sqlite://``
+        a ``sqlite3`` connection to the same file (either form)::
 
             async with conn.transaction():
                 await conn.execute("INSERT INTO orders ...")
@@ -331,11 +332,14 @@ class App:
         return Transaction(self._sender, connection)
 
     def send_later(
-        self, make: Awaitable[list[Message]], task: TaskLike[Any]
+        self,
+        make: Awaitable[list[Message]],
+        task: TaskLike[Any],
+        parents: Sequence[MessagePromise[Any]] = (),
     ) -> MessagePromise[Any]:
         """Send the messages ``make`` builds (follow-ups that need an id first); the promise
-        is the last message's."""
-        return self._sender.send_later(make, task)
+        is the last message's. ``parents``: the promises they run after."""
+        return self._sender.send_later(make, task, parents)
 
     async def flush(self) -> None:
         """Wait until every send made so far on this App is stored (async code)."""

@@ -404,7 +404,7 @@ class QueueStatsCollector:
         paused = prom.metrics_core.GaugeMetricFamily(
             "pigeon_queue_paused", "1 while the queue is paused, else 0.", labels=["queue"]
         )
-        stats = self._fresh()
+        stats = self.fresh()
         if stats is not None:
             for queue, counts in sorted(stats.queues.items()):
                 for state in DEPTH_STATES:
@@ -414,7 +414,9 @@ class QueueStatsCollector:
                 paused.add_metric([queue], 1 if queue in stats.paused else 0)
         return [depth, dead, paused]
 
-    def _fresh(self) -> Stats | None:
+    def fresh(self) -> Stats | None:
+        """The reading to serve: read again when the last is ``ttl`` old (None: not ready
+        or never read). Other collectors of the same scrape share it (the dashboard's)."""
         with self._lock:  # concurrent scrapes share one read
             if not self.ready or time.monotonic() - self._read_at < self._ttl:
                 return self._stats

@@ -17,7 +17,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 import msgspec
@@ -83,7 +83,10 @@ class Host(Protocol):
     async def open(self) -> Backend: ...
     async def backend_call(self, op: Callable[[Backend], Awaitable[T]]) -> T: ...
     def send_later(
-        self, make: Awaitable[list[Message]], task: TaskLike[Any]
+        self,
+        make: Awaitable[list[Message]],
+        task: TaskLike[Any],
+        parents: Sequence[MessagePromise[Any]] = (),
     ) -> MessagePromise[Any]: ...
 
     @property
@@ -309,6 +312,9 @@ class MessagePromise(Promise[R]):
     """
 
     _through: _PassThrough | None = None
+    #: The headers the message was sent with when this App traces (its creation context,
+    #: which the spans of its follow-ups link to); None otherwise.
+    _created: Mapping[str, str] | None = None
 
     def __init__(
         self,
@@ -395,7 +401,7 @@ class MessagePromise(Promise[R]):
                 through.parent_id = parent
             return [task.follow_up(parent, mode)]
 
-        promise = app.send_later(follow(), task)
+        promise = app.send_later(follow(), task, (self,))
         promise._through = through
         return promise
 
@@ -543,7 +549,7 @@ class CombinedPromise(Promise[Any]):
                 through.parent_id = join.id
             return [join, task.follow_up(join.id, mode)]
 
-        promise = app.send_later(follow(), task)
+        promise = app.send_later(follow(), task, members)
         promise._through = through
         return promise
 

@@ -13,7 +13,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from pigeon.backends.base import (
@@ -48,7 +48,7 @@ class SendTracer(Protocol):
     send in the current context, and the messages with its context in their headers."""
 
     def start_send(
-        self, messages: Sequence[Message], bulk: bool
+        self, messages: Sequence[Message], bulk: bool, parents: Sequence[Mapping[str, str]] = ()
     ) -> tuple[list[Message], EndSend]: ...
 
 
@@ -120,9 +120,16 @@ class Sender:
 
     def send_message(self, message: Message, task: TaskLike[Any] | None) -> MessagePromise[Any]:
         """Send one message; its promise at once (see ``App.send_message``)."""
-        end: EndSend | None = None
-        if self.tracer is not None:
-            [message], end = self.tracer.start_send([message], False)
+        if self.tracer is None:
+            return self._send_message(message, task, None)
+        [message], end = self.tracer.start_send([message], False)
+        promise = self._send_message(message, task, end)
+        promise._created = message.headers  # its follow-ups link to this send
+        return promise
+
+    def _send_message(
+        self, message: Message, task: TaskLike[Any] | None, end: EndSend | None
+    ) -> MessagePromise[Any]:
         kept = message.result_ttl > 0
         transaction = self.transaction.get()
         if transaction is not None:
@@ -146,9 +153,18 @@ class Sender:
         self, messages: list[Message], task: TaskLike[T] | None, *, promises: bool = True
     ) -> list[Promise[T]]:
         """Send many messages at once; their promises in order (see ``App.send_messages``)."""
-        end: EndSend | None = None
-        if self.tracer is not None and messages:
-            messages, end = self.tracer.start_send(messages, True)
+        if self.tracer is None or not messages:
+            return self._send_messages(messages, task, promises, None)
+        messages, end = self.tracer.start_send(messages, True)
+        sent = self._send_messages(messages, task, promises, end)
+        for p in sent:
+            if isinstance(p, MessagePromise):
+                p._created = messages[0].headers  # one send span: every message's context
+        return sent
+
+    def _send_messages(
+        self, messages: list[Message], task: TaskLike[T] | None, promises: bool, end: EndSend | None
+    ) -> list[Promise[T]]:
         transaction = self.transaction.get()
         if transaction is not None:
             _end(end, None)  # the span is the hand-over: the block's exit writes them
@@ -180,19 +196,30 @@ class Sender:
         ]
 
     def send_later(
-        self, make: Awaitable[list[Message]], task: TaskLike[Any]
+        self,
+        make: Awaitable[list[Message]],
+        task: TaskLike[Any],
+        parents: Sequence[MessagePromise[Any]] = (),
     ) -> MessagePromise[Any]:
         """Send the messages ``make`` builds (follow-ups that need an id first); the promise
-        is the last message's."""
+        is the last message's. ``parents``: the promises they run after (their send spans
+        are linked when tracing)."""
         tracer = self.tracer
         # The caller's context, which a send from sync code does not reach the home loop with
         context = contextvars.copy_context() if tracer is not None else None
+        # The headers of the last message as sent, filled in before it is stored (its own
+        # follow-ups read them once it is): the promise's creation context.
+        created: dict[str, str] | None = {} if tracer is not None else None
 
         async def run() -> str:
             messages = await make
             end: EndSend | None = None
-            if tracer is not None and context is not None:
-                messages, end = context.run(tracer.start_send, messages, len(messages) > 1)
+            if tracer is not None and context is not None and created is not None:
+                # read now: a parent's own headers are known once it is sent (make waited)
+                linked = [p._created for p in parents if p._created]
+                bulk = len(messages) > 1
+                messages, end = context.run(tracer.start_send, messages, bulk, linked)
+                created.update(messages[-1].headers)
             try:
                 ids = await self.enqueue(messages)
             except BaseException as exc:
@@ -207,9 +234,11 @@ class Sender:
             future.add_done_callback(_retrieve)
             self._sending.add(future)
             future.add_done_callback(self._sending.discard)
-            return MessagePromise(self.host, "", task, future)
-        mid = self.home.call_sync(run())
-        return MessagePromise(self.host, mid, task)
+            promise: MessagePromise[Any] = MessagePromise(self.host, "", task, future)
+        else:
+            promise = MessagePromise(self.host, self.home.call_sync(run()), task)
+        promise._created = created
+        return promise
 
     async def flush(self) -> None:
         """Wait until every send made so far is stored (async code)."""
@@ -286,14 +315,15 @@ class Transaction:
             batch.set_result(ids[at:])  # a bulk send's promises pick their own by index
 
     def __enter__(self) -> Transaction:
-        """The sync form, for a ``sqlite3`` connection: ``with app.transaction(conn):``."""
+        """The sync form, for a ``sqlite3`` or psycopg 3 connection: ``with
+        app.transaction(conn):``."""
         sender = self.sender
         backend = sender.home.call_sync(sender.open())
         if not isinstance(backend, SyncTransactionalBackend):
             raise ConfigError(
                 "`with app.transaction(conn)` needs a backend that writes through a sync"
-                f" connection (sqlite://); this App uses {redact(sender.url)}"
-                " (for postgresql://, use `async with app.transaction(conn)`)"
+                " connection (sqlite:// with sqlite3, postgresql:// with psycopg 3); this App"
+                f" uses {redact(sender.url)}"
             )
         self._sync_backend = backend
         self._token = sender.transaction.set(self)

@@ -5,9 +5,9 @@ signed, and a worker dead-letters a message that is unsigned or whose signature 
 match before it decodes a single argument. Several keys may be given for rotation: the first
 signs, every one verifies. What is signed is everything that decides what runs: the id, the
 task name, the encoded arguments and the follow-up/join links, and the trace-context
-headers (``SIGNED_HEADERS``) when the message carries any (``pigeon.tracing``), so that a
-forged trace context cannot be grafted onto a signed message, nor one stripped from it; a
-message without them is signed as before.
+headers (``SIGNED_HEADERS``, and ``LINKS_HEADER``) when the message carries any
+(``pigeon.tracing``), so that a forged trace context cannot be grafted onto a signed
+message, nor one stripped from it; a message without them is signed as before.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ HEADER = "pigeon-sig"
 #: The headers a signature covers when a message carries any of them (W3C trace context and
 #: baggage, which ``pigeon.tracing`` injects before the message is signed).
 SIGNED_HEADERS = ("traceparent", "tracestate", "baggage")
+#: The header of a follow-up's or a join's links to its parents' creation contexts
+#: (``pigeon.tracing``), covered too when present (a message without it signs as before).
+LINKS_HEADER = "pigeon-links"
 
 _encode = msgspec.json.Encoder().encode
 
@@ -83,6 +86,8 @@ class Signer:
         headers = m.headers
         if headers and not headers.keys().isdisjoint(SIGNED_HEADERS):
             traced = [headers.get(h) for h in SIGNED_HEADERS]
+            if LINKS_HEADER in headers:
+                traced.append(headers[LINKS_HEADER])
             signed = (m.id, m.task, m.args, m.kwargs, m.after, m.mode, m.join, traced)
             return key.hexdigest(_encode(signed))
         return key.hexdigest(_encode((m.id, m.task, m.args, m.kwargs, m.after, m.mode, m.join)))

@@ -21,6 +21,15 @@ names of opentelemetry-semantic-conventions 0.5x-0.66):
   linked to the message's creation context (``trace_parent="link"``, the default) or its
   child (``trace_parent="child"``); baggage is carried over either way. A retry's attempt
   links to the same creation context (its headers are the message's).
+- A durable follow-up (``p.then(task)``) and a join (``Promise.all(...).then(task)``) link
+  to their parents' creation contexts (the send spans of the parent message, or of each
+  member of a join, as this process sent them): its send span and each of its process
+  spans carry those links besides their own creation context, through the header
+  ``pigeon-links`` (``signing.LINKS_HEADER``: ``TRACEID-SPANID-FLAGS`` items, at most
+  ``LINKS_MOST``, each once). A parent's process spans are one link further: each links
+  to (or is a child of) that same send span; the outcome a worker stores carries no span,
+  so the attempt that settled the parent cannot be linked directly. A promise that did not
+  come from a traced send here (``app.promise(id)``, a send with tracing off) adds none.
 - ``settle`` (CLIENT) around each batch of outcomes a worker settles, linking the process
   spans whose outcomes it carries.
 
@@ -33,13 +42,14 @@ attribute the conventions before 1.26 named (``messaging.operation``: ``publish`
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
 
 from pigeon.errors import ConfigError
 from pigeon.message import Delivery, Message, Outcome
+from pigeon.signing import LINKS_HEADER
 
 #: ``App(trace_parent=...)``: how a process span relates to its message's creation context.
 TraceParent = Literal["link", "child"]
@@ -64,6 +74,11 @@ ATTEMPT = "pigeon.attempt"
 RETRIES = "pigeon.retries"
 AFTER = "pigeon.after"
 OUTCOME = "pigeon.outcome"
+
+#: The most parents a follow-up or join links to (a join's members sent apart): the first ones.
+LINKS_MOST = 32
+#: The attribute that tells a link to a parent from the link to the creation context.
+LINK_KIND = "pigeon.link"
 
 _OLD_NAMES = {"send": "publish", "process": "process", "settle": "settle"}
 
@@ -143,9 +158,15 @@ class Tracing:
 
     # sending ----------------------------------------------------------------------------------
 
-    def start_send(self, messages: Sequence[Message], bulk: bool) -> tuple[list[Message], EndSend]:
+    def start_send(
+        self, messages: Sequence[Message], bulk: bool, parents: Sequence[Mapping[str, str]] = ()
+    ) -> tuple[list[Message], EndSend]:
         """Start the send span of ``messages`` (in the current context) and inject its
-        context into their headers; the messages to store, and what ends the span."""
+        context into their headers; the messages to store, and what ends the span.
+
+        ``parents``: the headers of the messages a follow-up or join runs after, as they
+        were sent; the span links to their creation contexts, and so will every process
+        span of ``messages`` (``LINKS_HEADER``)."""
         otel = self.otel
         queue = messages[0].queue
         attributes = self._attributes("send", queue)
@@ -153,11 +174,14 @@ class Tracing:
             attributes[BATCH_COUNT] = len(messages)
         else:
             attributes[MESSAGE_ID] = messages[0].id
+        links = self._parent_links(parents) if parents else None
         span = self.tracer.start_span(
-            f"send {queue}", kind=otel.trace.SpanKind.PRODUCER, attributes=attributes
+            f"send {queue}", kind=otel.trace.SpanKind.PRODUCER, attributes=attributes, links=links
         )
         carrier: dict[str, str] = {}
         otel.propagate.inject(carrier, context=otel.trace.set_span_in_context(span))
+        if links:
+            carrier[LINKS_HEADER] = ",".join(_written(link.context) for link in links)
         if carrier:
             replace = msgspec.structs.replace
             messages = [replace(m, headers={**m.headers, **carrier}) for m in messages]
@@ -170,6 +194,41 @@ class Tracing:
             span.end()
 
         return list(messages), end
+
+    def _parent_links(self, parents: Sequence[Mapping[str, str]]) -> list[Any]:
+        """Links to the creation contexts that ``parents`` (headers) carry, each once."""
+        trace = self.otel.trace
+        extract = self.otel.propagate.extract
+        seen: set[tuple[int, int]] = set()
+        links = []
+        for headers in parents:
+            context = trace.get_current_span(extract(headers)).get_span_context()
+            if context.is_valid and (context.trace_id, context.span_id) not in seen:
+                seen.add((context.trace_id, context.span_id))
+                links.append(trace.Link(context, {LINK_KIND: "parent"}))
+                if len(links) == LINKS_MOST:
+                    break
+        return links
+
+    def _read_links(self, value: str) -> list[Any]:
+        """The parent links of a ``LINKS_HEADER`` value (malformed items are skipped)."""
+        trace = self.otel.trace
+        links = []
+        for item in value.split(",")[:LINKS_MOST]:
+            trace_id, _, rest = item.partition("-")
+            span_id, _, flags = rest.partition("-")
+            try:
+                context = trace.SpanContext(
+                    int(trace_id, 16),
+                    int(span_id, 16),
+                    is_remote=True,
+                    trace_flags=trace.TraceFlags(int(flags, 16) & 0xFF),
+                )
+            except ValueError:
+                continue
+            if context.is_valid:
+                links.append(trace.Link(context, {LINK_KIND: "parent"}))
+        return links
 
     # processing (the worker) ------------------------------------------------------------------
 
@@ -198,6 +257,9 @@ class Tracing:
             created = trace.set_span_in_context(trace.INVALID_SPAN, created)
         elif created is None:
             created = otel.context.Context()  # a root, whatever the worker's own context
+        parents = envelope.headers.get(LINKS_HEADER)
+        if parents:
+            links = [*(links or ()), *self._read_links(parents)]
         return self.tracer.start_span(
             f"process {envelope.task}",
             context=created,
@@ -262,3 +324,8 @@ class Tracing:
             span.record_exception(error)
             span.set_status(self.otel.status_error)
         span.end()
+
+
+def _written(context: Any) -> str:
+    """One item of ``LINKS_HEADER``: a span context as ``TRACEID-SPANID-FLAGS`` (hex)."""
+    return f"{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"

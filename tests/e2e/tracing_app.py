@@ -2,8 +2,11 @@
 PIGEON_URL), each with the OpenTelemetry SDK exporting every span, as it ends, to the JSON
 lines file TRACE_FILE names; TRACE_PARENT is the App's ``trace_parent``.
 
-    python -m tests.e2e.tracing_app     sends ``flaky`` (fails once) and ``flaky.then(done)``
-                                        inside a ``request`` span, and waits for both
+    python -m tests.e2e.tracing_app     sends ``flaky`` (fails once) and two ``member``
+                                        messages inside a ``request`` span, then, inside a
+                                        ``later`` span (another trace), ``flaky.then(done)``
+                                        and ``Promise.all(members).then(total)``, and
+                                        waits for them all
 """
 
 from __future__ import annotations
@@ -72,11 +75,26 @@ async def done(value: str) -> str:
     return f"done: {value}"
 
 
+@app.task(name="tr.member")
+async def member(n: int) -> int:
+    return n
+
+
+@app.task(name="tr.total")
+async def total(values: list[int]) -> int:
+    return sum(values)
+
+
 def main() -> None:
-    with trace.get_tracer("tests").start_as_current_span("request"):
+    tracer = trace.get_tracer("tests")
+    with tracer.start_as_current_span("request"):
         first = flaky.send()
+        members = [member.send(1), member.send(2)]
+    with tracer.start_as_current_span("later"):  # follow-ups attached in another trace
         then = first.then(done)
-    print(first.result(timeout=30), then.result(timeout=30), flush=True)
+        joined = pigeon.Promise.all(members).then(total)
+    outcomes = [p.result(timeout=30) for p in (first, then, joined)]
+    print(*outcomes, flush=True)
     app.close_sync()
     provider.shutdown()
 

@@ -4,6 +4,7 @@ parents, and the observers of metrics and tracing combined."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,10 +76,16 @@ app = pigeon.App("memory://")
 async def add(a: int, b: int) -> int:
     return a + b
 
+@app.task(name="t.double")
+async def double(n: int) -> int:
+    return 2 * n
+
 async def main() -> None:
     promise = add.send(1, 2)
-    assert await Worker(app, max_tasks=1).run() == 0
-    assert await promise == 3
+    then = promise.then(double)
+    assert await Worker(app, max_tasks=2).run() == 0
+    assert await then == 6
+    assert promise._created is None and then._created is None
     await app.close()
 
 asyncio.run(main())
@@ -243,6 +250,63 @@ async def test_a_worker_of_an_app_without_tracing_settles_unwrapped() -> None:
         await app.close()
 
 
+def context_of(span: Any) -> tuple[int, int]:
+    c = span.get_span_context() if hasattr(span, "get_span_context") else span.context
+    return c.trace_id, c.span_id
+
+
+def linked(span: Any) -> list[tuple[int, int]]:
+    return [(link.context.trace_id, link.context.span_id) for link in span.links]
+
+
+async def test_a_chain_of_follow_ups_links_each_to_its_parents_send(spans: Spans) -> None:
+    app = spans.use(pigeon.App("memory://", tracing=True, secret=SECRET))
+    add = app.task(name="t.add")(_add)
+    inc = app.task(name="t.inc")(_inc)
+    first = add.send(1, 2)
+    second = first.then(inc)
+    third = second.then(inc)
+    assert await Worker(app, max_tasks=3).run() == 0  # signed links verify
+    assert await third == 5
+    await app.close()
+    sends = {s.attributes.get("messaging.message.id"): s for s in spans.named("send")}
+    process = {s.attributes["messaging.message.id"]: s for s in spans.named("process")}
+    chain = [first.id, second.id, third.id]
+    assert linked(sends[chain[0]]) == []
+    for parent, child in itertools.pairwise(chain):
+        assert linked(sends[child]) == [context_of(sends[parent])]
+        assert [link.attributes.get("pigeon.link") for link in process[child].links] == [
+            None,
+            "parent",
+        ]
+        assert linked(process[child]) == [context_of(sends[child]), context_of(sends[parent])]
+    assert linked(process[chain[0]]) == [context_of(sends[chain[0]])]
+
+
+def test_the_signature_covers_a_follow_ups_links_to_its_parents() -> None:
+    signer = Signer([SECRET])
+    links = f"{'1' * 32}-{'2' * 16}-01"
+    headers = {"traceparent": f"00-{'3' * 32}-{'4' * 16}-01", "pigeon-links": links}
+    m = signer.sign(Message("an-id", "t.inc", after="parent", mode="then", headers=headers))
+    assert signer.check(m) is None
+    forged = {**m.headers, "pigeon-links": f"{'5' * 32}-{'6' * 16}-01"}
+    assert signer.check(msgspec.structs.replace(m, headers=forged)) is not None
+    stripped = {k: v for k, v in m.headers.items() if k != "pigeon-links"}
+    assert signer.check(msgspec.structs.replace(m, headers=stripped)) is not None
+
+
+def test_malformed_parent_links_are_skipped(spans: Spans) -> None:
+    tracing = Tracing()
+    tracing.tracer = spans.provider.get_tracer("pigeon")
+    good = f"{'a' * 32}-{'b' * 16}-01"
+    value = f"zz-1-01,{good},{'0' * 32}-{'0' * 16}-01,,{'c' * 32}"
+    m = Message("an-id", "t.inc", headers={"pigeon-links": value})
+    span = tracing.start_process(Delivery("an-id", 1, 0, codec.encode_message(m)))
+    tracing.end_process(span, Outcome("an-id", 1, "succeeded"))
+    [done] = spans.named("process")
+    assert linked(done) == [(int("a" * 32, 16), int("b" * 16, 16))]
+
+
 def test_an_undecodable_message_still_gets_a_process_span(spans: Spans) -> None:
     tracing = Tracing()
     tracing.tracer = spans.provider.get_tracer("pigeon")
@@ -279,3 +343,7 @@ async def _flaky() -> str:
     if pigeon.current().failures == 0:
         raise KeyError("first attempt")
     return "ok"
+
+
+async def _inc(n: int) -> int:
+    return n + 1
