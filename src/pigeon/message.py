@@ -365,7 +365,16 @@ class Progress(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 EventKind = Literal[
-    "sent", "started", "retried", "succeeded", "failed", "cancelled", "dead", "released"
+    "sent",
+    "started",
+    "retried",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "dead",
+    "released",
+    "requeued",
+    "purged",
 ]
 
 

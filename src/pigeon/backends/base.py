@@ -159,6 +159,25 @@ Progress
     ``ttl`` seconds (a later report replaces it). ``progress(ids)`` returns the stored,
     unexpired latest reports among ``ids``.
 
+Listing
+    ``list_messages(query)`` returns one ``MessagePage`` of the messages that ``query``
+    (a ``MessageQuery``) matches, newest first: ids are time-ordered (UUIDv7), so newest
+    first is id descending and a time range (``since``/``until``, the time in the id, i.e.
+    when the message was made) is a range of ids. It lists the messages that can still run
+    (waiting, scheduled, pending, leased) and the finished ones whose outcome is still kept
+    (``result_ttl``; a dead letter for its own TTL); a message whose outcome is not kept
+    (``fire``, ``result_ttl`` 0) leaves no history once it settled. A message's row moves
+    between states as the message does: each page reads the current state. It never counts
+    everything and never scans everything: each source (live messages, kept outcomes, dead
+    letters) is walked down an index in id order from the cursor, at most ``LIST_SCAN``
+    entries per page (``key`` is a point lookup; ``queue`` and ``task`` have an index of
+    their own on the backends that say so; id prefix and time range bound the walk; state
+    and error type are checked on the entries walked). A page may therefore hold fewer than
+    ``limit`` rows, even none, while ``next`` is not None: pass it back as
+    ``query.cursor`` to go on. ``next`` is None only when nothing older matches. Paging
+    never repeats or skips a row of a message that stays put; ``sweep`` drops the entries
+    of expired outcomes.
+
 Events
     ``publish(events)`` appends events to one log shared by every client of the backend, in
     the order given; the log keeps at least the newest ``EVENTS_KEPT`` events (older ones may
@@ -194,6 +213,7 @@ from pigeon.message import (
     Progress,
     Result,
     Slot,
+    State,
     Stats,
     Take,
     WorkerInfo,
@@ -207,6 +227,12 @@ EVENTS_KEPT = 10_000
 
 #: A result with follow-ups or joins waiting on it is kept this long even when its ttl is 0.
 KEEP_FOR_DEPENDENTS = 86400.0
+
+#: ``list_messages`` walks at most this many index entries per source and page.
+LIST_SCAN = 1000
+
+#: A page of ``list_messages`` holds at most this many rows.
+LIST_LIMIT = 500
 
 #: ``sweep`` and ``purge`` delete at most this many rows per statement, transaction or
 #: script call, so that they never hold locks (or block a Redis server) long.
@@ -274,6 +300,54 @@ class Backend(Protocol):
     async def read_events(
         self, after: str | None, limit: int = 1000, wait: float = 0.0
     ) -> tuple[str, list[Event]]: ...
+
+    async def list_messages(self, query: MessageQuery) -> MessagePage: ...
+
+
+class MessageQuery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What ``list_messages`` lists: every field given must match (None: any).
+
+    Indexed: ``key`` (one lookup), ``prefix``, ``since``/``until`` and the cursor (ranges of
+    the id index), and ``queue`` or ``task`` where the backend keeps an index of them (see
+    each backend's ``list_messages``). ``state`` and ``error`` are checked on the entries
+    walked, at most ``LIST_SCAN`` of them per source and page.
+    """
+
+    queue: str | None = None
+    task: str | None = None
+    state: State | None = None
+    #: The idempotency key the message was sent with (while the key is kept).
+    key: str | None = None
+    #: Made at or after this time (epoch seconds, the time in the id).
+    since: float | None = None
+    #: Made at or before this time.
+    until: float | None = None
+    #: The type of the error of a failed, dead or cancelled message (``Failure.type``).
+    error: str | None = None
+    #: The start of the message's id.
+    prefix: str | None = None
+    #: ``MessagePage.next`` of the page before; None for the newest page.
+    cursor: str | None = None
+    limit: int = 50
+
+
+class MessageRow(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One message of a page, as ``list_messages`` found it."""
+
+    id: str
+    state: State
+    queue: str
+    task: str
+    #: The type of its error, for a finished message that has one.
+    error: str | None = None
+
+
+class MessagePage(msgspec.Struct, frozen=True):
+    """One page of ``list_messages``: rows newest first, and the cursor of the next page
+    (None when nothing older matches)."""
+
+    rows: list[MessageRow]
+    next: str | None = None
 
 
 @runtime_checkable

@@ -17,8 +17,15 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
-from pigeon.backends.base import join_fired
+from pigeon.backends.base import (
+    LIST_LIMIT,
+    MessagePage,
+    MessageQuery,
+    MessageRow,
+    join_fired,
+)
 from pigeon.message import (
+    FINAL_STATES,
     JoinSpec,
     Lease,
     Message,
@@ -239,3 +246,139 @@ def log_orphans(leases: Sequence[Lease], exc: BaseException) -> None:
         ", ".join(x.id for x in leases),
         exc,
     )
+
+
+# listing ----------------------------------------------------------------------------------
+
+#: Above every id (ids are lowercase hex digits and dashes), in byte order and in the
+#: collations of PostgreSQL alike.
+ID_TOP = "g"
+_HEX = "0123456789abcdef"
+
+#: The states a message that can still run is listed in.
+LIVE_STATES: frozenset[str] = frozenset({"waiting", "scheduled", "pending", "leased"})
+
+
+def id_at(seconds: float) -> str:
+    """The start of the ids (UUIDv7) made in the millisecond of ``seconds``."""
+    h = f"{max(0, int(seconds * 1000)):012x}"
+    return f"{h[:8]}-{h[8:12]}"
+
+
+def id_time(id: str) -> float | None:
+    """When the UUIDv7 ``id`` was made (epoch seconds), or None for another kind of id."""
+    try:
+        return int(id[:8] + id[9:13], 16) / 1000 if len(id) >= 13 and id[8] == "-" else None
+    except ValueError:
+        return None
+
+
+def above(prefix: str) -> str:
+    """The lowest string above every id that starts with ``prefix``: the prefix without its
+    trailing f's and dashes, its last digit raised by one ("01a-ff" gives "01b"). Made of
+    hex digits and dashes only, so that it compares with ids the same way under any
+    collation (a "~" would not: PostgreSQL's linguistic collations skip punctuation)."""
+    stem = prefix.rstrip("f-")
+    if not stem:
+        return ID_TOP
+    digit = _HEX.find(stem[-1])
+    if digit < 0:
+        return prefix + "~"  # not an id's prefix: nothing starts with it anyway
+    return stem[:-1] + _HEX[digit + 1]
+
+
+class Walk(NamedTuple):
+    """The id range a listing walks: ``lo <= id < hi``, downwards (empty when lo >= hi)."""
+
+    lo: str
+    hi: str
+
+    @property
+    def empty(self) -> bool:
+        return self.lo >= self.hi
+
+
+def walk_of(query: MessageQuery, key_id: str | None = None) -> Walk:
+    """The id range ``query`` walks: below its cursor, within its time range and id prefix,
+    and, when it names a ``key``, only ``key_id`` (the id the key stands for; None: none,
+    so nothing matches). Raises ValueError for a limit outside 1..LIST_LIMIT."""
+    if not 1 <= query.limit <= LIST_LIMIT:
+        raise ValueError(f"a page holds 1 to {LIST_LIMIT} rows, not {query.limit!r}")
+    lo, hi = "", ID_TOP
+    if query.cursor is not None:
+        hi = query.cursor
+    if query.since is not None:
+        lo = max(lo, id_at(query.since))
+    if query.until is not None:
+        hi = min(hi, above(id_at(query.until)))
+    if query.prefix:
+        prefix = query.prefix.lower()
+        lo, hi = max(lo, prefix), min(hi, above(prefix))
+    if query.key is not None:
+        if key_id is None:
+            return Walk(ID_TOP, ID_TOP)
+        lo, hi = max(lo, key_id), min(hi, above(key_id))
+    return Walk(lo, hi)
+
+
+def sources(query: MessageQuery) -> tuple[bool, bool]:
+    """Whether ``query`` can match messages that can still run, and finished ones."""
+    state = query.state
+    return state is None or state in LIVE_STATES, state is None or state in FINAL_STATES
+
+
+def error_type(reason: str) -> str | None:
+    """The error type in a dead letter's reason (``base.dead_reason``), if it names one."""
+    kind, colon, _ = reason.partition(": ")
+    return kind if colon else None
+
+
+class Sifted(NamedTuple):
+    """What one source of a listing found: its rows, newest first, and how far down it
+    looked (``reached``: every id of the source at or above it was looked at; None: the
+    source was walked to the end of the range)."""
+
+    rows: list[MessageRow]
+    reached: str | None
+
+
+def matches(query: MessageQuery, row: MessageRow) -> bool:
+    """Whether ``row`` matches the fields of ``query`` that are not id ranges."""
+    return (
+        (query.state is None or row.state == query.state)
+        and (query.queue is None or row.queue == query.queue)
+        and (query.task is None or row.task == query.task)
+        and (query.error is None or row.error == query.error)
+    )
+
+
+def sift(query: MessageQuery, walked: Iterable[MessageRow | None], cut_at: str | None) -> Sifted:
+    """One source's part of a page: the rows among ``walked`` (the entries its index walk
+    read, newest first; None for an entry that is gone, such as an expired outcome) that
+    match ``query``, at most ``query.limit``. ``cut_at`` is the id of the last entry walked
+    when the walk stopped at its budget (``LIST_SCAN``), None when it reached the end."""
+    rows: list[MessageRow] = []
+    for row in walked:
+        if row is not None and matches(query, row):
+            rows.append(row)
+            if len(rows) == query.limit:
+                return Sifted(rows, row.id)
+    return Sifted(rows, cut_at)
+
+
+def merge(query: MessageQuery, found: Iterable[Sifted]) -> MessagePage:
+    """The page of ``query`` from what each source found: every row above the highest point
+    a source stopped at (below it, that source has not looked yet), newest first, an id
+    listed by two sources once (the first source given wins), at most ``query.limit``."""
+    found = list(found)
+    floor = max((f.reached for f in found if f.reached is not None), default=None)
+    seen: dict[str, MessageRow] = {}
+    for f in found:
+        for row in f.rows:
+            if (floor is None or row.id >= floor) and row.id not in seen:
+                seen[row.id] = row
+    rows = sorted(seen.values(), key=lambda r: r.id, reverse=True)
+    if len(rows) >= query.limit:
+        rows = rows[: query.limit]
+        return MessagePage(rows, rows[-1].id)
+    return MessagePage(rows, floor)

@@ -7,13 +7,16 @@ POSTs guarded by ``security.Guard``; each answers with a redirect back to its pa
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import jinja2
+import markupsafe
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -25,6 +28,18 @@ from starlette.staticfiles import StaticFiles
 from pigeon.app import App
 from pigeon.backends import Backend, redact
 from pigeon.dashboard import views
+from pigeon.dashboard.charts import Charts
+from pigeon.dashboard.live import (
+    CALL_TIMEOUT,
+    STALE_HEADER,
+    UNREACHABLE,
+    LastKnown,
+    page_key,
+    wants_fragment,
+)
+from pigeon.dashboard.messages import MessagesPage
+from pigeon.dashboard.metrics import MetricsPage
+from pigeon.dashboard.pages import LimitsPage, PeriodicPage
 from pigeon.dashboard.security import Guard, Refused, csrf_token, read_form, with_headers
 from pigeon.integrations.asgi import lifespan
 from pigeon.message import DeadLetter, MessageInfo, Stats
@@ -71,15 +86,22 @@ class Dashboard:
             autoescape=True,  # every text a message carries is escaped, whatever the page
             undefined=jinja2.StrictUndefined,
         )
+        self.live = LastKnown()
+        self.charts = Charts()
 
     def routes(self) -> list[Route | Mount]:
         page, act = self._page, self._action
+        listing = MessagesPage(self)
         return [
             Route("/", page(self.overview), name="overview"),
             Route("/workers", page(self.workers), name="workers"),
             Route("/dead", page(self.dead), name="dead"),
-            Route("/messages", page(self.find), name="find"),
+            Route("/periodic", page(PeriodicPage(self).page), name="periodic"),
+            Route("/limits", page(LimitsPage(self).page), name="limits"),
+            Route("/messages", page(listing.page), name="messages"),
+            Route("/messages", listing.bulk, methods=["POST"]),
             Route("/messages/{id}", page(self.message), name="message"),
+            Route("/metrics", page(MetricsPage(self.pigeon_app)), name="metrics"),
             Route("/login", self.login_form, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
             Route("/pause", act(self.pause), methods=["POST"]),
@@ -96,7 +118,10 @@ class Dashboard:
                 self.guard.check_access(request)
             except Refused as refused:
                 return self._refused(request, refused)
-            return await view(request)
+            try:
+                return await view(request)
+            except UNREACHABLE as exc:
+                return self.unreachable(request, exc)
 
         return endpoint
 
@@ -111,6 +136,8 @@ class Dashboard:
                 back = await act(request, form)
             except ValueError as exc:  # a duration or pause the backend refused
                 return self._refused(request, Refused(400, str(exc)))
+            except UNREACHABLE as exc:
+                return self.unreachable(request, exc)
             return RedirectResponse(_base(request) + back, status_code=303)
 
         return endpoint
@@ -124,19 +151,48 @@ class Dashboard:
     def render(
         self, request: Request, name: str, context: dict[str, Any], status: int = 200
     ) -> HTMLResponse:
-        base = _base(request)
-        page = self.templates.get_template(name).render(
-            base=base,
-            url=redact(self.pigeon_app.url),
-            csrf=csrf_token(request),
-            read_only=self.guard.read_only,
-            quote=lambda s: quote(s, safe=""),
+        template = self.templates.get_template(name)
+        values = {
+            "base": _base(request),
+            "url": redact(self.pigeon_app.url),
+            "csrf": csrf_token(request),
+            "read_only": self.guard.read_only,
+            "quote": lambda s: quote(s, safe=""),
+            "live": request.method == "GET" and status == 200,
+            "stale": None,
             **context,
-        )
-        return HTMLResponse(page, status_code=status)
+        }
+        if "main" in template.blocks and status == 200 and request.method == "GET":
+            main = "".join(template.blocks["main"](template.new_context(values)))
+            self.live.keep(page_key(request), main)
+            if wants_fragment(request):
+                return HTMLResponse(main)
+        return HTMLResponse(template.render(values), status_code=status)
+
+    def unreachable(self, request: Request, exc: BaseException) -> HTMLResponse:
+        """The answer while the backend does not answer (503): the banner, over the page's
+        last rendering when there is one (a fragment: the banner alone)."""
+        outage = self.live.failed(exc)
+        banner = outage.banner(time.time())
+        if wants_fragment(request):
+            return HTMLResponse(
+                markupsafe.escape(banner), status_code=503, headers={STALE_HEADER: "1"}
+            )
+        last = self.live.last(page_key(request)) if request.method == "GET" else None
+        context = {
+            "stale": banner,
+            "last": markupsafe.Markup(last) if last else None,  # our own escaped rendering
+            "live": request.method == "GET",  # the script retries until the backend answers
+        }
+        return self.render(request, "stale.html", context, 503)
 
     async def call(self, op: Callable[[Backend], Awaitable[T]]) -> T:
-        return await self.pigeon_app.backend_call(op)
+        """Run one backend operation; UNREACHABLE errors (a timeout after CALL_TIMEOUT
+        seconds included) make the page say the backend is unreachable."""
+        async with asyncio.timeout(CALL_TIMEOUT):
+            value = await self.pigeon_app.backend_call(op)
+        self.live.reached()
+        return value
 
     # pages ---------------------------------------------------------------------------------
 
@@ -148,6 +204,7 @@ class Dashboard:
             "totals": views.totals(stats),
             "stats": stats,
             "stalled": sum(1 for w in stats.workers if views.is_stalled(w, stats, now)),
+            "charts": await self.charts.read(self.call, now),
         }
         return self.render(request, "overview.html", context)
 
@@ -170,11 +227,6 @@ class Dashboard:
             "limit": LETTERS_SHOWN,
         }
         return self.render(request, "dead.html", context)
-
-    async def find(self, request: Request) -> Response:
-        mid = request.query_params.get("id", "").strip()
-        target = f"/messages/{quote(mid, safe='')}" if mid else "/"
-        return RedirectResponse(_base(request) + target, status_code=303)
 
     async def message(self, request: Request) -> Response:
         mid = request.path_params["id"]

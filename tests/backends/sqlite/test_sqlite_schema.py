@@ -9,16 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from pigeon.backends.base import MessageQuery
 from pigeon.backends.sqlite import SCHEMA_VERSION, SQLiteBackend
 from pigeon.errors import ConfigError
-from pigeon.message import Event, Message, Progress, Slot, Take, new_id
+from pigeon.message import Event, Message, Outcome, Progress, Slot, Take, new_id
 
 #: The tables each schema version added after version 1.
 ADDED_IN_2 = ("locks",)
 ADDED_IN_3 = ("buckets", "slots", "progress", "events")
 ADDED_IN_4 = ("schedules",)
 ADDED_IN_5 = ("pauses",)
-ADDED = {2: ADDED_IN_2, 3: ADDED_IN_3, 4: ADDED_IN_4, 5: ADDED_IN_5}
+ADDED_IN_6 = ("history",)
+ADDED = {2: ADDED_IN_2, 3: ADDED_IN_3, 4: ADDED_IN_4, 5: ADDED_IN_5, 6: ADDED_IN_6}
 
 
 async def left_by_version(
@@ -54,7 +56,7 @@ async def test_a_version_1_database_is_upgraded_on_open_and_keeps_its_messages(
     upgraded = SQLiteBackend(f"sqlite:///{db}")
     try:
         await upgraded.open()
-        assert user_version(db) == SCHEMA_VERSION == 5
+        assert user_version(db) == SCHEMA_VERSION == 6
         assert await upgraded.lock("leader", "a", 30) is True
         assert await upgraded.take([Take("b", 1.0)]) == [0.0]
         await upgraded.mark_schedules({"tick": 1000.5})
@@ -78,7 +80,7 @@ async def test_a_version_2_database_is_upgraded_on_open_and_keeps_its_messages(
     upgraded = SQLiteBackend(f"sqlite:///{db}")
     try:
         await upgraded.open()
-        assert user_version(db) == SCHEMA_VERSION == 5
+        assert user_version(db) == SCHEMA_VERSION == 6
         assert await upgraded.lock("leader", "b", 30) is False  # version 2's lock is kept
         assert await upgraded.take([Take("b", 1.0)]) == [0.0]
         assert await upgraded.acquire([Slot("s", "h")]) == [True]
@@ -107,7 +109,7 @@ async def test_a_version_3_database_is_upgraded_on_open_and_keeps_what_it_stores
     upgraded = SQLiteBackend(f"sqlite:///{db}")
     try:
         await upgraded.open()
-        assert user_version(db) == SCHEMA_VERSION == 5
+        assert user_version(db) == SCHEMA_VERSION == 6
         assert await upgraded.lock("leader", "b", 30) is False  # version 3's rows are kept
         [wait] = await upgraded.take([Take("b", 60.0)])
         assert wait > 0  # version 3's bucket is kept
@@ -133,7 +135,7 @@ async def test_a_version_4_database_is_upgraded_on_open_and_can_pause_its_queues
     upgraded = SQLiteBackend(f"sqlite:///{db}")
     try:
         await upgraded.open()
-        assert user_version(db) == SCHEMA_VERSION == 5
+        assert user_version(db) == SCHEMA_VERSION == 6
         assert await upgraded.schedules(["tick"]) == {"tick": 1000.5}  # version 4's rows kept
         assert await upgraded.paused() == {}
         pause = await upgraded.pause("q", "upgraded")
@@ -142,6 +144,31 @@ async def test_a_version_4_database_is_upgraded_on_open_and_can_pause_its_queues
         assert await upgraded.resume("q") is True
         [delivery] = await upgraded.fetch(["q"], 1, "w")
         assert delivery.id == message.id
+    finally:
+        await upgraded.close()
+
+
+async def test_a_version_5_database_is_upgraded_on_open_and_lists_its_messages(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "pigeon.db"
+
+    async def store(backend: SQLiteBackend) -> None:
+        await backend.pause("p", "kept")
+
+    message = await left_by_version(db, 5, store)
+
+    upgraded = SQLiteBackend(f"sqlite:///{db}")
+    try:
+        await upgraded.open()
+        assert user_version(db) == SCHEMA_VERSION == 6
+        assert list(await upgraded.paused()) == ["p"]  # version 5's rows kept
+        page = await upgraded.list_messages(MessageQuery())
+        assert [(r.id, r.state) for r in page.rows] == [(message.id, "pending")]
+        [delivery] = await upgraded.fetch(["q"], 1, "w")
+        await upgraded.settle([Outcome(delivery.id, delivery.attempt, "succeeded")])
+        page = await upgraded.list_messages(MessageQuery(queue="q"))
+        assert [(r.id, r.state) for r in page.rows] == [(message.id, "succeeded")]
     finally:
         await upgraded.close()
 

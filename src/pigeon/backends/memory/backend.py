@@ -17,11 +17,14 @@ from pigeon import codec
 from pigeon.backends.base import (
     DEAD_LETTER_TTL,
     KEEP_FOR_DEPENDENTS,
+    MessagePage,
+    MessageQuery,
     dead_reason,
     join_fired,
     redact,
 )
 from pigeon.backends.info import StoredDead, StoredMessage, message_info
+from pigeon.backends.memory.listing import list_stored
 from pigeon.backends.memory.pausing import Pausing
 from pigeon.backends.shared import Tally, dependencies, expiry, first_state
 from pigeon.clock import SYSTEM, Clock
@@ -83,6 +86,8 @@ class MemoryBackend(Pausing):
         self._scheduled: list[tuple[float, int, str, int]] = []
         self._leases: list[tuple[float, str, int]] = []
         self._results: dict[str, tuple[Result, float]] = {}
+        #: The queue and task of each id whose outcome is kept (for list_messages).
+        self._where: dict[str, tuple[str, str]] = {}
         self._dead: dict[str, tuple[DeadLetter, float]] = {}
         self._keys: dict[str, tuple[str, float]] = {}
         self._followers: dict[str, list[str]] = {}
@@ -325,6 +330,7 @@ class MemoryBackend(Pausing):
             return self._advance(mid, followers, joins, state, now)
         result = Result(mid, state, value, error, now)  # type: ignore[arg-type]
         self._results[mid] = (result, now + ttl)
+        self._where[mid] = (rec.message.queue, rec.message.task)
         self._advance(mid, followers, joins, state, now)
 
     def _advance(
@@ -470,6 +476,11 @@ class MemoryBackend(Pausing):
         workers = (info for info, exp in self._workers.values() if exp > now)
         return tally.stats(results, workers, self._live_pauses(now))
 
+    async def list_messages(self, query: MessageQuery) -> MessagePage:
+        return list_stored(
+            query, self._now(), self._msgs, self._results, self._where, self._dead, self._keys
+        )
+
     async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
         now = self._now()
         self._workers[info.id] = (msgspec.structs.replace(info, last_seen=now), now + ttl)
@@ -500,6 +511,8 @@ class MemoryBackend(Pausing):
                 count += 1
             if not holders:
                 del self._slots[name]
+        for mid in [m for m in self._where if m not in self._results]:
+            del self._where[mid]
         for jid in [j for j in self._joins if j not in self._msgs]:
             join = self._joins.pop(jid)
             for member in join.members:

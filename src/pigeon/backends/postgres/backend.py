@@ -23,8 +23,17 @@ from pigeon.backends.postgres import enqueue as enqueuing
 from pigeon.backends.postgres import schema as schemas
 from pigeon.backends.postgres.coordination import Coordination
 from pigeon.backends.postgres.listener import DB_ERRORS, POLL_WHILE_DEAF, Waker, stored_result
+from pigeon.backends.postgres.listing import Listing
+from pigeon.backends.postgres.psycopg_connection import (
+    Psycopg,
+    SyncPsycopg,
+    is_async_psycopg,
+    is_psycopg,
+    run_sync,
+)
 from pigeon.backends.postgres.session import close_session
 from pigeon.backends.shared import check_pause, orphaned_leases, release_orphans, until_passed
+from pigeon.errors import ConfigError
 from pigeon.message import (
     DeadLetter,
     Delivery,
@@ -44,7 +53,7 @@ MIN_NAP = 0.002
 _json_encode = msgspec.json.Encoder().encode
 
 
-class PostgresBackend(Coordination):
+class PostgresBackend(Listing, Coordination):
     """The Backend contract on PostgreSQL (see the package docstring for the how).
 
     Methods called before ``open()`` open the backend themselves; after ``close()`` the next
@@ -129,7 +138,8 @@ class PostgresBackend(Coordination):
             raise
 
     async def enqueue_in(self, connection: Any, messages: Sequence[Message]) -> list[str]:
-        """Store ``messages`` through the application's own asyncpg ``connection``.
+        """Store ``messages`` through the application's own ``connection``: asyncpg's, or
+        psycopg 3's (an ``AsyncConnection``, or a sync ``Connection``, used blocking).
 
         Inside the connection's transaction they become visible (and wake workers) only
         when it commits, and vanish if it rolls back; without a transaction they are
@@ -140,6 +150,14 @@ class PostgresBackend(Coordination):
         if not messages:
             return []
         batch = list(messages)
+        if is_psycopg(connection):
+            if not is_async_psycopg(connection):
+                return self.enqueue_in_sync(connection, batch)
+            adapted = Psycopg(connection)
+            if adapted.is_in_transaction():
+                return await enqueuing.enqueue(adapted, self._sql, batch, self.url)
+            async with adapted.transaction():
+                return await enqueuing.enqueue(adapted, self._sql, batch, self.url)
         try:
             if connection.is_in_transaction():
                 return await enqueuing.enqueue(connection, self._sql, batch, self.url)
@@ -147,6 +165,26 @@ class PostgresBackend(Coordination):
                 return await enqueuing.enqueue(connection, self._sql, batch, self.url)
         except DB_ERRORS as exc:
             raise self._error(exc) from None
+
+    def enqueue_in_sync(self, connection: Any, messages: Sequence[Message]) -> list[str]:
+        """``enqueue_in`` through a sync psycopg 3 ``Connection`` (``with
+        app.transaction(conn):``, Django's connection), on the calling thread: inside its
+        transaction (or with autocommit off) the caller commits; otherwise they are stored
+        in a transaction of their own. Raises ConfigError for any other connection."""
+        if not is_psycopg(connection) or is_async_psycopg(connection):
+            raise ConfigError(
+                "a sync transactional enqueue on PostgreSQL needs a psycopg 3 Connection, not"
+                f" {type(connection).__module__}.{type(connection).__name__} (for asyncpg or"
+                " psycopg's AsyncConnection, use `async with app.transaction(conn)`)"
+            )
+        if not messages:
+            return []
+        batch = list(messages)
+        adapted = SyncPsycopg(connection)
+        if adapted.is_in_transaction():
+            return run_sync(enqueuing.enqueue(adapted, self._sql, batch, self.url))
+        with adapted.transaction():
+            return run_sync(enqueuing.enqueue(adapted, self._sql, batch, self.url))
 
     async def fetch(
         self,

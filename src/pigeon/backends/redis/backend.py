@@ -67,8 +67,8 @@ from redis.exceptions import NoScriptError
 
 from pigeon import codec
 from pigeon.aio import shielded
-from pigeon.backends.base import SWEEP_CHUNK, redact
-from pigeon.backends.redis import replies
+from pigeon.backends.base import SWEEP_CHUNK, MessagePage, MessageQuery, redact
+from pigeon.backends.redis import listing, replies
 from pigeon.backends.redis.arguments import (
     enqueue_call,
     json_encode,
@@ -469,6 +469,10 @@ class RedisBackend(Coordination):
     async def inspect(self, id: str) -> MessageInfo | None:
         """All that is known of one id (message, stored outcome, dead letter), or None."""
         return replies.message_info(id, await self._script("inspect", "", id))
+
+    async def list_messages(self, query: MessageQuery) -> MessagePage:
+        """See ``base.Backend``; the indexes walked are in ``redis/listing.py``."""
+        return await listing.list_page(self._script, query)
 
     async def stats(self) -> Stats:
         """Messages by queue and state, unexpired outcomes, dead letters, live workers."""

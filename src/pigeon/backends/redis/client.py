@@ -130,6 +130,7 @@ SCRIPTS = (
     "report",
     "publish",
     "pauses",
+    "list",
 )
 
 

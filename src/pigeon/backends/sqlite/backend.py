@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar, TypeVarTuple
 
-from pigeon.backends.base import Poller, redact
+from pigeon.backends.base import MessagePage, MessageQuery, Poller, redact
 from pigeon.backends.shared import check_pause, log_orphans, orphaned_leases
 from pigeon.backends.sqlite.rows import enqueue_rows, queries
 from pigeon.backends.sqlite.store import Store
@@ -357,6 +357,10 @@ class SQLiteBackend:
     async def paused(self) -> dict[str, Pause]:
         """The live pauses, by queue."""
         return await self._run(Store.paused)
+
+    async def list_messages(self, query: MessageQuery) -> MessagePage:
+        """See ``base.Backend``; the indexes walked are in ``sqlite/listing.py``."""
+        return await self._run(Store.list_messages, query)
 
     async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
         """Record ``info`` as a live worker for ``ttl`` seconds (``last_seen`` = now)."""

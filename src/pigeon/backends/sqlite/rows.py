@@ -149,3 +149,15 @@ def _read_stored(db: sqlite3.Connection, messages: Sequence[Message], now: float
         dict(db.execute(sql["result_states"], (json_array(refs),)).fetchall()) if refs else {}
     )
     return _Stored(existing, held, outcomes)
+
+
+def sent_at(body: bytes) -> float | None:
+    """When a message was stored, for ``inspect``: the ``created_at`` of its body. SQLite's
+    clock is the host's (``time.time()``, what ``now`` reads too), and a database file is
+    shared only by processes of one host, so a sender's clock is the backend's; reading it
+    from the body spares the messages table a column (the schema may only add tables)."""
+    try:
+        created = codec.decode_message(body).created_at
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return created or None

@@ -25,11 +25,14 @@ from pigeon.backends.base import (
     SWEEP_CHUNK,
     Done,
     FinalState,
+    MessagePage,
+    MessageQuery,
     dead_reason,
     join_fired,
 )
 from pigeon.backends.info import StoredDead, StoredMessage, message_info
 from pigeon.backends.shared import EVENTS_PRUNE_EVERY, Tally, first_outcomes, verdicts
+from pigeon.backends.sqlite.listing import list_page
 from pigeon.backends.sqlite.pausing import drop_pause, live_pauses, store_pause
 from pigeon.backends.sqlite.rows import (
     enqueue_rows,
@@ -37,6 +40,7 @@ from pigeon.backends.sqlite.rows import (
     message_row,
     queries,
     schema,
+    sent_at,
 )
 from pigeon.errors import BackendError, ConfigError
 from pigeon.message import (
@@ -64,29 +68,17 @@ Ts = TypeVarTuple("Ts")
 
 #: SQLite 3.35 added RETURNING, which every batched step here relies on.
 MIN_SQLITE = (3, 35, 0)
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: Messages per enqueue transaction: a bigger batch (a bulk send) is written in several, so
 #: that workers never wait long for the write lock.
 ENQUEUE_CHUNK = 1000
 #: The tables sweep() deletes expired rows from, each by its own statement.
-_SWEPT = ("results", "keys", "dead", "workers", "locks", "buckets", "slots", "progress")
+_SWEPT = ("results", "history", "keys", "dead", "workers", "locks", "buckets", "slots", "progress")
 
 _json_encode = msgspec.json.Encoder().encode
 _worker_decoder = msgspec.json.Decoder(WorkerInfo)
 _progress_decoder = msgspec.json.Decoder(Progress)
 _event_decoder = msgspec.json.Decoder(Event)
-
-
-def _sent_at(body: bytes) -> float | None:
-    """When a message was stored, for ``inspect``: the ``created_at`` of its body. SQLite's
-    clock is the host's (``time.time()``, what ``now`` reads too), and a database file is
-    shared only by processes of one host, so a sender's clock is the backend's; reading it
-    from the body spares the messages table a column (the schema may only add tables)."""
-    try:
-        created = codec.decode_message(body).created_at
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return created or None
 
 
 class Store:
@@ -316,6 +308,7 @@ class Store:
         members = {member for _, member in memberships}
         states: dict[str, str] = {}
         results: list[tuple[str, str, float, bytes]] = []
+        history: list[tuple[str, str, str, str, str | None, float]] = []
         letters: list[tuple[str, str, str, str, float, float, bytes]] = []
         for mid, queue, task, body, state, value, error, ttl in done:
             states[mid] = state
@@ -328,8 +321,11 @@ class Store:
                 ttl = KEEP_FOR_DEPENDENTS
             encoded = codec.encode_result_record(Result(mid, state, value, error, now))
             results.append((mid, state, now + ttl, encoded))
+            kind = error.type if error is not None else None
+            history.append((mid, queue, task, state, kind, now + ttl))
         if results:
             db.executemany(self._sql["store_result"], results)
+            db.executemany(self._sql["store_history"], history)
         if letters:
             db.executemany(self._sql["store_dead"], letters)
         if memberships:
@@ -504,7 +500,9 @@ class Store:
             letters = db.execute(self._sql["take_dead"], (json_array(list(ids)),)).fetchall()
             if not letters:
                 return 0
-            db.execute(self._sql["forget_results"], (json_array([row[0] for row in letters]),))
+            forgotten = (json_array([row[0] for row in letters]),)
+            db.execute(self._sql["forget_results"], forgotten)
+            db.execute(self._sql["forget_history"], forgotten)
             rows = []
             for mid, queue, task, body in letters:
                 try:
@@ -539,7 +537,7 @@ class Store:
             state, queue, task, attempt, failures, due, lease_until, worker, body, cx = row
             message = StoredMessage(
                 state, queue, task, attempt, failures, due, lease_until, worker, body,
-                bool(cx), _sent_at(body),
+                bool(cx), sent_at(body),
             )  # fmt: skip
         return message_info(id, now, message, result, StoredDead(*dead) if dead else None)
 
@@ -566,6 +564,11 @@ class Store:
 
     def paused(self) -> dict[str, Pause]:
         return live_pauses(self._connection(), self.now())
+
+    def list_messages(self, query: MessageQuery) -> MessagePage:
+        now = self.now()
+        with self._read() as db:
+            return list_page(db, self._sql, query, now)
 
     def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
         now = self.now()

@@ -647,3 +647,36 @@ SELECT coalesce(max(seq), 0) FROM __schema__.events
 
 -- name: read_events
 SELECT seq, body FROM __schema__.events WHERE seq > $1::int8 ORDER BY seq LIMIT $2
+
+
+-- Listing (list_messages, listing.py) -------------------------------------------------------
+-- Each walks one index down from $2 (exclusive) to $1 (inclusive), at most $3 entries.
+
+-- name: list_live
+SELECT id, state, queue, task, due > now() AS later
+FROM __schema__.messages
+WHERE id >= $1 AND id < $2 ORDER BY id DESC LIMIT $3
+
+-- name: list_outcomes
+SELECT id, state, coalesce(queue, '') AS queue, coalesce(task, '') AS task, error,
+       expires_at > now() AS kept
+FROM __schema__.results
+WHERE id >= $1 AND id < $2 ORDER BY id DESC LIMIT $3
+
+-- name: list_outcomes_queue
+SELECT id, state, queue, task, error, expires_at > now() AS kept
+FROM __schema__.results
+WHERE queue = $4 AND id >= $1 AND id < $2 ORDER BY id DESC LIMIT $3
+
+-- name: list_outcomes_task
+SELECT id, state, queue, task, error, expires_at > now() AS kept
+FROM __schema__.results
+WHERE task = $4 AND id >= $1 AND id < $2 ORDER BY id DESC LIMIT $3
+
+-- name: list_dead
+SELECT id, queue, task, reason, expires_at > now() AS kept
+FROM __schema__.dead
+WHERE id >= $1 AND id < $2 ORDER BY id DESC LIMIT $3
+
+-- name: key_id
+SELECT id FROM __schema__.keys WHERE key = $1 AND expires_at > now()

@@ -41,6 +41,11 @@
 --   pg:<id>       string the latest Progress of a message (msgspec JSON), PX its ttl
 --   events        stream the event log (field e: an Event as msgspec JSON), ~EVENTS_KEPT long
 --   idmark        string the highest message id ever stored, in byte order (mark_ids)
+--   live          zset   every message that can still run (m:<id>), score 0: by id (list.lua)
+--   h             zset   the history: per kept outcome or dead letter, the member
+--                        "<id> TAB <queue> TAB <task> TAB <state> TAB <error type>", score 0
+--                        (so by id); hq:<queue> and ht:<task>: the same members per queue
+--                        and task; hx: the same members by expiry (sweep drops them)
 -- Channel B .. "done": a JSON array [id, outcome, id, outcome, ...] of the messages settled
 -- (the outcome as stored, or '' when none was stored now or it is over INLINE_LIMIT bytes:
 -- the waiter reads the store then).
@@ -177,14 +182,42 @@ local function failure_record(id, state, type, message)
     .. '","message":' .. cjson.encode(message) .. ',"id":' .. jid .. '}}'
 end
 
+-- A kept outcome's (or dead letter's) entry in the history indexes that list.lua walks,
+-- kept until until_us (sweep drops it then): one ZADD per index.
+local function index_history(id, queue, task, state, record, until_us)
+  local kind = ''
+  if state ~= 'succeeded' then
+    kind = string.match(record, '"error":{"type":"([^"\\]*)"') or ''
+  end
+  local member = id .. '\t' .. queue .. '\t' .. task .. '\t' .. state .. '\t' .. kind
+  redis.call('ZADD', B .. 'h', 0, member)
+  redis.call('ZADD', B .. 'hq:' .. queue, 0, member)
+  redis.call('ZADD', B .. 'ht:' .. task, 0, member)
+  redis.call('ZADD', B .. 'hx', until_us, member)
+end
+
+-- Drop the history entries of id (a dead letter requeued, its outcome forgotten).
+local function forget_history(id)
+  local members = redis.call('ZRANGEBYLEX', B .. 'h', '[' .. id .. '\t', '(' .. id .. '\t\255')
+  for _, member in ipairs(members) do
+    local queue, task = string.match(member, '^[^\t]*\t([^\t]*)\t([^\t]*)\t')
+    redis.call('ZREM', B .. 'h', member)
+    redis.call('ZREM', B .. 'hq:' .. queue, member)
+    redis.call('ZREM', B .. 'ht:' .. task, member)
+    redis.call('ZREM', B .. 'hx', member)
+  end
+end
+
 -- Settle a message for good, in one step: store its outcome (the first one stored wins),
 -- a dead letter for 'dead', remove the message, release its follow-ups and advance the
 -- joins it belongs to. The caller has taken it out of its queue structures already.
--- record is the outcome's JSON without settled_at; reason the dead letter's reason.
-local function finish(id, queue, state, ttl, record, reason)
+-- record is the outcome's JSON without settled_at; reason the dead letter's reason; task
+-- the message's task when the caller read it (else it is read here).
+local function finish(id, queue, state, ttl, record, reason, task)
   local key = B .. 'm:' .. id
   if state == 'dead' then
     local h = redis.call('HMGET', key, 't', 'b', 'p', 'll', 'md', 'ex', 'ttl')
+    task = task or h[1]
     local letter = B .. 'd:' .. id
     redis.call('HSET', letter, 'q', queue, 't', h[1] or '', 'reason', reason, 'died', NOW,
       'b', h[2] or '', 'p', h[3] or 0, 'll', h[4] or 30, 'md', h[5] or 3, 'ttl', h[7] or 86400)
@@ -194,7 +227,9 @@ local function finish(id, queue, state, ttl, record, reason)
     redis.call('ZADD', B .. 'dead', NOW, id)
     redis.call('ZADD', B .. 'dq:' .. queue, NOW, id)
   end
+  task = task or redis.call('HGET', key, 't') or ''
   redis.call('DEL', key, B .. 'j:' .. id)
+  redis.call('ZREM', B .. 'live', id)
   local fkey, jkey = B .. 'f:' .. id, B .. 'jm:' .. id
   local followers, joins = {}, {}
   -- One EXISTS for the usual case of a message nothing depends on, instead of two reads.
@@ -207,15 +242,23 @@ local function finish(id, queue, state, ttl, record, reason)
     end
   end
   local published = ''
+  local kept = false -- until when the history keeps it (microseconds)
   if ttl > 0 then
     local ms = math.max(1, math.floor(ttl * 1000 + 0.5))
     local stored = string.sub(record, 1, -2) .. ',"settled_at":' .. NOW_S .. '}'
     if redis.call('SET', B .. 'r:' .. id, stored, 'PX', ms, 'NX') then
       redis.call('ZADD', B .. 'results', NOW + ms * 1000, id)
+      kept = NOW + ms * 1000
       if #stored <= INLINE_LIMIT then
         published = stored
       end
     end
+  end
+  if state == 'dead' then
+    kept = math.max(kept or 0, NOW + DEAD_LETTER_TTL_US)
+  end
+  if kept then
+    index_history(id, queue, task, state, record, kept)
   end
   for _, follower in ipairs(followers) do
     wake(follower)

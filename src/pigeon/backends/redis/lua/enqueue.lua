@@ -68,6 +68,7 @@ for i, s in ipairs(specs) do
       if after ~= NULL and join_mode == NULL then
         redis.call('HSET', mkey, 'af', after)
       end
+      redis.call('ZADD', B .. 'live', 0, id)
       if waiting then
         redis.call('SADD', B .. 'w:' .. queue, id)
       else

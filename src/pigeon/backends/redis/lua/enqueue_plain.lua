@@ -36,6 +36,7 @@ local expires_s = expires and str(expires)
 
 local stored = {}
 local members = {}
+local live = {} -- the ids as members of the live index: 0, id, ...
 for i = 1, n do
   local id = ARGV[4 + i]
   local mkey = B .. 'm:' .. id
@@ -49,6 +50,8 @@ for i = 1, n do
     end
     members[#members + 1] = score_s
     members[#members + 1] = id
+    live[#live + 1] = '0'
+    live[#live + 1] = id
   else
     stored[i] = '0'
   end
@@ -56,6 +59,7 @@ end
 if #members > 0 then
   for i = 1, #members, 2000 do
     redis.call('ZADD', set, unpack(members, i, math.min(i + 1999, #members)))
+    redis.call('ZADD', B .. 'live', unpack(live, i, math.min(i + 1999, #live)))
   end
   redis.call('SADD', B .. 'queues', queue)
   notified[queue] = true

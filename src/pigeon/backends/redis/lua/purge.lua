@@ -6,6 +6,7 @@ local count = 0
 
 local function drop(id, after)
   redis.call('DEL', B .. 'm:' .. id, B .. 'j:' .. id, B .. 'f:' .. id, B .. 'jm:' .. id)
+  redis.call('ZREM', B .. 'live', id)
   if after then
     redis.call('SREM', B .. 'f:' .. after, id)
   end

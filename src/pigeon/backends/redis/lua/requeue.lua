@@ -18,6 +18,7 @@ for i = 2, #ARGV do
     redis.call('ZREM', B .. 'dead', id)
     redis.call('ZREM', B .. 'dq:' .. queue, id)
     redis.call('ZREM', B .. 'results', id)
+    forget_history(id)
     local key = B .. 'm:' .. id
     if redis.call('EXISTS', key) == 0 then
       redis.call('HSET', key, 'st', 'pending', 'q', queue, 't', d[2], 'p', d[4], 'due', NOW,
@@ -30,6 +31,7 @@ for i = 2, #ARGV do
       if ex then
         redis.call('HSET', key, 'ex', ex)
       end
+      redis.call('ZADD', B .. 'live', 0, id)
       place(id, queue, tonumber(d[4]), NOW)
       redis.call('SADD', B .. 'queues', queue)
     end

@@ -15,7 +15,7 @@ local freed = {}
 for i, o in ipairs(outcomes) do
   local id, attempt, state = o[1], o[2], o[3]
   local key = B .. 'm:' .. id
-  local h = redis.call('HMGET', key, 'st', 'a', 'q', 'p')
+  local h = redis.call('HMGET', key, 'st', 'a', 'q', 'p', 't')
   if h[1] == 'leased' and tonumber(h[2]) == attempt then
     local queue = h[3]
     freed[#freed + 1] = id
@@ -28,7 +28,7 @@ for i, o in ipairs(outcomes) do
       place(id, queue, tonumber(h[4]), due)
     else
       local reason = o[6]
-      finish(id, queue, state, o[4], ARGV[2 + i], reason ~= NULL and reason or '')
+      finish(id, queue, state, o[4], ARGV[2 + i], reason ~= NULL and reason or '', h[5])
     end
     verdicts[i] = '1'
   else

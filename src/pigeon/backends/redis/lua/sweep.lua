@@ -13,6 +13,16 @@ for _, id in ipairs(results) do
 end
 zrem_all(B .. 'results', results)
 
+-- the history entries of outcomes and dead letters past their keeping (index_history)
+local stale = redis.call('ZRANGEBYSCORE', B .. 'hx', '-inf', NOW, 'LIMIT', 0, limit)
+for _, member in ipairs(stale) do
+  local queue, task = string.match(member, '^[^\t]*\t([^\t]*)\t([^\t]*)\t')
+  redis.call('ZREM', B .. 'h', member)
+  redis.call('ZREM', B .. 'hq:' .. queue, member)
+  redis.call('ZREM', B .. 'ht:' .. task, member)
+end
+zrem_all(B .. 'hx', stale)
+
 local letters = redis.call('ZRANGEBYSCORE', B .. 'dead', '-inf', NOW - DEAD_LETTER_TTL_US,
   'LIMIT', 0, limit)
 for _, id in ipairs(letters) do
@@ -32,7 +42,7 @@ end
 zrem_all(B .. 'wexp', gone)
 
 removed = #results + #letters + #gone
-if #results == limit or #letters == limit or #gone == limit then
+if #results == limit or #letters == limit or #gone == limit or #stale == limit then
   full = 1
 end
 return {removed, full}

@@ -180,6 +180,11 @@ UPDATE messages SET state = 'pending' WHERE id = ?1 AND state = 'waiting'
 INSERT OR IGNORE INTO results (id, state, expires_at, body) VALUES (?, ?, ?, ?)
 
 
+-- name: store_history
+INSERT OR IGNORE INTO history (id, queue, task, state, error, expires_at)
+VALUES (?, ?, ?, ?, ?, ?)
+
+
 -- name: store_dead
 INSERT OR REPLACE INTO dead (id, queue, task, reason, died_at, expires_at, body)
 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -220,6 +225,10 @@ DELETE FROM dead WHERE id IN (SELECT value FROM json_each(?1)) RETURNING id, que
 
 -- name: forget_results
 DELETE FROM results WHERE id IN (SELECT value FROM json_each(?1))
+
+
+-- name: forget_history
+DELETE FROM history WHERE id IN (SELECT value FROM json_each(?1))
 
 
 -- name: requeue_message
@@ -284,6 +293,10 @@ DELETE FROM workers WHERE id = ?1
 
 -- name: sweep_results
 DELETE FROM results WHERE rowid IN (SELECT rowid FROM results WHERE expires_at <= ?1 LIMIT ?2)
+
+
+-- name: sweep_history
+DELETE FROM history WHERE id IN (SELECT id FROM history WHERE expires_at <= ?1 LIMIT ?2)
 
 
 -- name: sweep_keys
@@ -429,3 +442,35 @@ DELETE FROM pauses WHERE queue = ?1 RETURNING coalesce(until > ?2, 1)
 
 -- name: paused
 SELECT queue, reason, since, until FROM pauses WHERE coalesce(until > ?1, 1) ORDER BY queue
+
+
+-- Listing (list_messages) --------------------------------------------------------------------
+-- Each walks one index down from ?2 (exclusive) to ?1 (inclusive), at most ?3 entries.
+
+-- name: list_live
+SELECT id, state, queue, task, due FROM messages
+WHERE id >= ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3
+
+
+-- name: list_history
+SELECT id, state, queue, task, error, expires_at FROM history
+WHERE id >= ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3
+
+
+-- name: list_history_queue
+SELECT id, state, queue, task, error, expires_at FROM history
+WHERE queue = ?4 AND id >= ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3
+
+
+-- name: list_history_task
+SELECT id, state, queue, task, error, expires_at FROM history
+WHERE task = ?4 AND id >= ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3
+
+
+-- name: list_dead
+SELECT id, queue, task, reason, expires_at FROM dead
+WHERE id >= ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3
+
+
+-- name: key_id
+SELECT id FROM keys WHERE key = ?1 AND expires_at > ?2

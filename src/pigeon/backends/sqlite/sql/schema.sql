@@ -1,4 +1,4 @@
--- The pigeon SQLite schema (user_version 5). Run inside BEGIN IMMEDIATE by a connection that
+-- The pigeon SQLite schema (user_version 6). Run inside BEGIN IMMEDIATE by a connection that
 -- finds an older user_version; every statement is idempotent, so that several processes may
 -- open one file at once and a database of an older version is brought up to date by running
 -- the whole script again (which is why a version may only add tables and indexes).
@@ -7,6 +7,7 @@
 --   version 3: buckets, slots, progress, events
 --   version 4: schedules
 --   version 5: pauses
+--   version 6: history
 --
 -- Times are epoch seconds on the backend host's clock (time.time()). A message row lives
 -- while the message can still run; its outcome then moves to `results` (and `dead`).
@@ -160,4 +161,19 @@ CREATE TABLE IF NOT EXISTS pauses (
     until REAL
 );
 
-PRAGMA user_version = 5;
+-- What list_messages reads of a kept outcome: one row per row of `results`, written in the
+-- same settle and swept at the same expires_at (a dead letter is listed from `dead`). The
+-- outcomes stored before version 6 have none (they are not listed).
+CREATE TABLE IF NOT EXISTS history (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    task TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT,                                 -- the error's type, when it has one
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS history_queue ON history (queue, id);
+CREATE INDEX IF NOT EXISTS history_task ON history (task, id);
+CREATE INDEX IF NOT EXISTS history_expiry ON history (expires_at);
+
+PRAGMA user_version = 6;
