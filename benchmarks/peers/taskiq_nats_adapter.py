@@ -15,30 +15,15 @@ taskiq 0.12, which taskiq-redis pins here (see requirements-peers.txt).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
-import sys
 from typing import Any, ClassVar
 
-from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask
+from taskiq import AsyncBroker
 from taskiq_nats import NATSObjectStoreResultBackend, PullBasedJetStreamBroker
 
-from peers.base import (
-    NAP_SECONDS,
-    NATS_ENV,
-    POLL_SECONDS,
-    QUEUE,
-    ROUND_TRIP_TIMEOUT,
-    Broker,
-    Kind,
-    Place,
-    System,
-    WorkerCommand,
-)
-from peers.counter import mark_done
-
-Tasks = dict[str, AsyncTaskiqDecoratedTask[Any, Any]]
+from peers.base import NATS_ENV, POLL_SECONDS, QUEUE, Broker, Place
+from peers.taskiq_common import TaskiqClient, Tasks, register
 
 
 def make_broker(nats_url: str) -> tuple[AsyncBroker, Tasks]:
@@ -51,21 +36,7 @@ def make_broker(nats_url: str) -> tuple[AsyncBroker, Tasks]:
         pull_consume_batch=100,
         pull_consume_timeout=POLL_SECONDS,
     ).with_result_backend(backend)
-
-    @broker.task(task_name="noop")
-    async def noop(i: int) -> None:
-        mark_done()
-
-    @broker.task(task_name="nap")
-    async def nap(i: int) -> None:
-        await asyncio.sleep(NAP_SECONDS)
-        mark_done()
-
-    @broker.task(task_name="echo")
-    async def echo(i: int) -> int:
-        return i
-
-    return broker, {"noop": noop, "nap": nap, "echo": echo}
+    return broker, register(broker)
 
 
 @functools.cache
@@ -80,38 +51,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class TaskiqNatsSystem(System):
+class TaskiqNatsSystem(TaskiqClient):
     name = "taskiq-nats"
     broker = Broker.NATS
     requires: ClassVar[tuple[str, ...]] = ("nats",)
-
-    def __init__(self) -> None:
-        self.nats_url = ""
-        self._broker: AsyncBroker | None = None
-        self.tasks: Tasks = {}
+    module = "peers.taskiq_nats_adapter"
+    env = NATS_ENV
+    make = staticmethod(make_broker)
 
     async def open(self, place: Place) -> None:
         assert place.nats_url is not None
-        self.nats_url = place.nats_url
-        self._broker, self.tasks = make_broker(place.nats_url)
-        # Makes the stream and the durable consumer now, before the first task is sent.
-        await self._broker.startup()
-
-    async def close(self) -> None:
-        if self._broker is not None:
-            await self._broker.shutdown()
-
-    async def enqueue_one(self, kind: Kind, i: int) -> None:
-        await self.tasks[kind.value].kiq(i)
-
-    def worker(self, kind: Kind, concurrency: int) -> WorkerCommand:
-        argv = [sys.executable, "-m", "taskiq", "worker", "peers.taskiq_nats_adapter:broker"]
-        argv += ["--workers", "1", "--max-async-tasks", str(concurrency)]
-        argv += ["--log-level", "WARNING"]
-        return WorkerCommand(argv, {NATS_ENV: self.nats_url})
-
-    async def round_trip(self, i: int) -> None:
-        handle = await self.tasks["echo"].kiq(i)
-        result = await handle.wait_result(check_interval=POLL_SECONDS, timeout=ROUND_TRIP_TIMEOUT)
-        assert not result.is_err, f"echo({i}) failed: {result.error!r}"
-        assert result.return_value == i, f"echo({i}) returned {result.return_value!r}"
+        await self.start(place.nats_url)

@@ -23,7 +23,7 @@ import datetime
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, get_args
+from typing import get_args
 from urllib.parse import quote, urlencode
 
 import msgspec
@@ -33,12 +33,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from pigeon.backends import Backend
 from pigeon.backends.base import LIST_LIMIT, MessagePage, MessageQuery, MessageRow
 from pigeon.backends.shared import LIVE_STATES, id_time
+from pigeon.dashboard.host import Host
 from pigeon.dashboard.live import UNREACHABLE
-from pigeon.dashboard.security import Guard, Refused
+from pigeon.dashboard.security import Refused
 from pigeon.message import Event, EventKind, State
 from pigeon.timetext import format_when, parse_duration
-
-T = TypeVar("T")
 
 #: Rows on one page of the list.
 PAGE_ROWS = 50
@@ -87,20 +86,6 @@ ACTIONS: dict[str, Action] = {
         "Purge", "Purged {n}", "purged", frozenset({"dead"}), lambda b, i: b.purge_dead(i)
     ),
 }
-
-
-class Host(Protocol):
-    """What the page needs of the dashboard (``web.Dashboard``)."""
-
-    guard: Guard
-
-    def render(
-        self, request: Request, name: str, context: dict[str, Any], status: int = 200
-    ) -> HTMLResponse: ...
-
-    async def call(self, op: Callable[[Backend], Awaitable[T]]) -> T: ...
-
-    def unreachable(self, request: Request, exc: BaseException) -> HTMLResponse: ...
 
 
 @dataclass(frozen=True)

@@ -19,40 +19,24 @@ places per key (``acquire``) are not readable: the contract has no read of eithe
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
 
 import msgspec
 from croniter import croniter
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
-from pigeon.app import App
 from pigeon.backends import Backend
 from pigeon.backends.base import LIST_LIMIT, MessagePage, MessageQuery, MessageRow
+from pigeon.dashboard.host import Host
 from pigeon.limits import TaskLimits
 from pigeon.scheduler import RENEW, RETRY, TTL, Schedule, Timing, lock_name
 from pigeon.timetext import format_when
 
-T = TypeVar("T")
-
 #: A tick this late (seconds) and still not marked sent means that no scheduler leads: a
 #: dead leader is replaced within TTL + RETRY, and a round takes at most RENEW.
 OVERDUE = TTL + RETRY + RENEW + 5.0
-
-
-class Host(Protocol):
-    """What the pages need of the dashboard (``web.Dashboard``)."""
-
-    pigeon_app: App
-
-    def render(
-        self, request: Request, name: str, context: dict[str, Any], status: int = 200
-    ) -> HTMLResponse: ...
-
-    async def call(self, op: Callable[[Backend], Awaitable[T]]) -> T: ...
 
 
 def last_tick(timing: Timing, moment: float) -> float | None:
