@@ -28,10 +28,17 @@ BACKEND_URLS: list[str] = [
     "postgresql://postgres@127.0.0.1:5432/test?schema=pigeon_test_{run}_{test}",
 ]
 
+#: The NATS backend runs only when PIGEON_TEST_BACKENDS names it, against a private
+#: nats-server that the conformance conftest starts and names in PIGEON_TEST_NATS
+#: (host:port); each test gets a stream of its own. (Not in the default list until every
+#: suite that reads it starts that server; without one, its tests skip as unreachable:
+#: never the machine's shared NATS, which is too old.)
+NATS_URL = "nats://{nats}?stream=pigeon-test-{run}-{test}"
+
 if os.environ.get("PIGEON_TEST_BACKENDS"):
     # e.g. PIGEON_TEST_BACKENDS=sqlite,redis: run the suites on those backends only
     _wanted = set(os.environ["PIGEON_TEST_BACKENDS"].split(","))
-    BACKEND_URLS = [u for u in BACKEND_URLS if u.split("://", 1)[0] in _wanted]
+    BACKEND_URLS = [u for u in [*BACKEND_URLS, NATS_URL] if u.split("://", 1)[0] in _wanted]
 
 #: Schemes whose store lives inside one backend object (not shared across processes).
 PROCESS_LOCAL_SCHEMES = frozenset({"memory"})
@@ -55,7 +62,12 @@ def scheme_of(template: str) -> str:
 
 def make_url(template: str, tmp_path: Path) -> str:
     """A URL for one test (or one hypothesis example) that shares no state with any other."""
-    return template.format(tmp_path=tmp_path.as_posix(), run=RUN_ID, test=uuid.uuid4().hex[:12])
+    return template.format(
+        tmp_path=tmp_path.as_posix(),
+        run=RUN_ID,
+        test=uuid.uuid4().hex[:12],
+        nats=os.environ.get("PIGEON_TEST_NATS", "no-private-nats-server.invalid:4222"),
+    )
 
 
 def require_server(url: str) -> None:
@@ -96,6 +108,17 @@ async def cleanup(url: str) -> None:
                 await client.delete(*keys[i : i + 500])
         finally:
             await client.aclose()
+    elif parts.scheme in {"nats", "tls"}:
+        import nats
+        from nats.js.errors import NotFoundError
+
+        client = await nats.connect(f"nats://{parts.netloc}", allow_reconnect=False)
+        try:
+            await client.jetstream().delete_stream(query["stream"][0])
+        except NotFoundError:
+            pass
+        finally:
+            await client.close()
     elif parts.scheme in {"postgres", "postgresql"}:
         import asyncpg
 

@@ -9,6 +9,7 @@ unreachable server fails the run.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pigeon.backends import Backend, from_url
+from tests.nats_servers import NatsServer, require_binary
 from tests.servers import (
     BACKEND_URLS,
     cleanup,
@@ -24,6 +26,23 @@ from tests.servers import (
     scheme_of,
     shares_across_processes,
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A private nats-server 2.12+ for the session when the suite runs on ``nats://``
+    (never the machine's shared one, which is too old), named in PIGEON_TEST_NATS."""
+    if not any(scheme_of(u) == "nats" for u in BACKEND_URLS):
+        yield
+        return
+    server = NatsServer(require_binary(), tmp_path_factory.mktemp("nats"))
+    server.start()
+    os.environ["PIGEON_TEST_NATS"] = f"127.0.0.1:{server.port}"
+    try:
+        yield
+    finally:
+        os.environ.pop("PIGEON_TEST_NATS", None)
+        server.stop()
 
 
 @pytest.fixture(params=BACKEND_URLS, ids=scheme_of)

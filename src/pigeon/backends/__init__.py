@@ -14,17 +14,26 @@ _SCHEMES: dict[str, str] = {
     "rediss": "pigeon.backends.redis:RedisBackend",
     "postgresql": "pigeon.backends.postgres:PostgresBackend",
     "postgres": "pigeon.backends.postgres:PostgresBackend",
+    "nats": "pigeon.backends.nats:NatsBackend",
+    "tls": "pigeon.backends.nats:NatsBackend",
 }
 
 #: The extra that brings a scheme's client library, for the error when it is missing.
-_EXTRAS = {"redis": "redis", "rediss": "redis", "postgresql": "postgres", "postgres": "postgres"}
+_EXTRAS = {
+    "redis": "redis",
+    "rediss": "redis",
+    "postgresql": "postgres",
+    "postgres": "postgres",
+    "nats": "nats",
+    "tls": "nats",
+}
 
 DEFAULT_URL = "sqlite:///pigeon.db"
 
 
 def from_url(url: str) -> Backend:
     """Make the backend a URL names (``memory://``, ``sqlite:///path.db``, ``redis://``,
-    ``postgresql://``). The backend is not connected until ``open()``.
+    ``postgresql://``, ``nats://``). The backend is not connected until ``open()``.
 
     Raises ConfigError naming the schemes that exist when the scheme is unknown.
     """

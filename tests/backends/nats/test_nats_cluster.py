@@ -71,7 +71,18 @@ async def test_an_r3_stream_survives_the_sigkill_of_its_leader(cluster: NatsClus
     await nc.connect(servers=cluster.urls, reconnect_time_wait=0.2, max_reconnect_attempts=-1)
     try:
         js = nc.jetstream(timeout=2.0)
-        (before,) = await publish_atomic(nc, [Write("chaos.m.1", b"one", 0)])
+
+        async def publish_one() -> int:
+            # a new R3 stream may not answer at once on a loaded machine (no responders)
+            try:
+                (seq,) = await publish_atomic(nc, [Write("chaos.m.1", b"one", 0)], timeout=2.0)
+            except BatchConflict:  # an earlier try timed out but had committed
+                msg = await js.get_last_msg("chaos", "chaos.m.1")
+                assert msg.seq is not None
+                seq = msg.seq
+            return seq
+
+        before = await eventually(publish_one)
         await eventually(lambda: all_current(js, "chaos"))
         leader = await leader_of(js, "chaos")
 

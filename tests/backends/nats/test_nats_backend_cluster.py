@@ -1,0 +1,77 @@
+"""The backend on an R3 stream of the three-node cluster: the stream leader is SIGKILLed in
+the middle of the work and restarted, and nothing accepted is lost, no outcome is stale.
+(The full chaos test of issue 18, 2,000 tasks with worker kills, is still to come.)"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+import pytest
+
+from pigeon.backends.nats import NatsBackend
+from pigeon.message import Message, Outcome, QueueStats, new_id
+from tests.nats_servers import NatsCluster
+
+T = TypeVar("T")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster(nats_binary: Path, tmp_path: Path) -> Iterator[NatsCluster]:
+    started = NatsCluster(nats_binary, tmp_path / "cluster")
+    started.start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+async def eventually(attempt: Callable[[], Awaitable[T]], within: float = 30.0) -> T:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await attempt()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+async def test_work_survives_a_sigkill_of_the_stream_leader(cluster: NatsCluster) -> None:
+    stream = f"pigeon-test-{new_id()[-12:]}"
+    probe = NatsBackend(f"{cluster.urls[0]}?stream={stream}&replicas=3")
+    await eventually(probe.open)
+    info = await probe.js.stream_info(stream)
+    assert info.cluster is not None
+    assert info.cluster.leader is not None
+    leader = info.cluster.leader
+    await probe.close()
+    survivor = next(n for n in cluster.nodes if n.name != leader)
+    backend = NatsBackend(f"{survivor.url}?stream={stream}&replicas=3")
+    await eventually(backend.open)
+    try:
+        sent = [Message(new_id(), "t", queue="q") for _ in range(100)]
+        await backend.enqueue(sent[:50])
+        cluster.kill(leader)
+        await eventually(lambda: backend.enqueue(sent[50:]))
+        cluster.restart(leader)
+        done: set[str] = set()
+        while len(done) < len(sent):
+            batch = await eventually(lambda: backend.fetch(["q"], 20, "w", wait=1.0))
+            outcomes = [
+                Outcome(d.id, d.attempt, "succeeded", value=msgspec.Raw(b"1")) for d in batch
+            ]
+            applied = await eventually(partial(backend.settle, outcomes))
+            done |= {o.id for o, ok in zip(outcomes, applied, strict=True) if ok}
+        results = await backend.results([m.id for m in sent])
+        assert set(results) == {m.id for m in sent}
+        assert (await backend.stats()).queues.get("q", QueueStats()) == QueueStats()
+    finally:
+        await backend.close()
