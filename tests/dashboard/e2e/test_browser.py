@@ -32,9 +32,13 @@ def staleness_of(element: Any) -> Any:
 
 def until(browser: Any, check: Any, what: str, timeout: float = WAIT) -> Any:
     """Wait for ``check(browser)`` to be truthy, with a deadline (selenium's wait)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(check, message=what)
+    # A live refresh may replace <main> between finding an element and reading it: look again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    wait = WebDriverWait(browser, timeout, poll_frequency=0.1, ignored_exceptions=ignored)
+    return wait.until(check, message=what)
 
 
 def css(browser: Any, selector: str) -> Any:
@@ -168,7 +172,8 @@ def paused_queue_runs_nothing_until_resumed(visit: Visit) -> None:
     time.sleep(3)
     assert all(state_of(visit.sender, p.id) == "pending" for p in held)
     visit.shoot("paused")
-    css(browser, '#queues tr.paused button[type="submit"]').click()
+    resume = '#queues tr.paused button[type="submit"]'
+    until(browser, lambda b: css(b, resume).click() or True, "the resume button clicked")
     assert sorted(p.result(timeout=WAIT) for p in held) == [0, 2, 4]
 
 
