@@ -156,7 +156,8 @@ async def cleanup(url: str) -> None:
 
         prefix = url.split("prefix=", 1)[1]
         client = aredis.Redis()
-        keys = [k async for k in client.scan_iter(f"{prefix}*", count=5000)]
+        # every key starts with the hash tag {prefix}: (see pigeon.backends.redis.connections)
+        keys = [k async for k in client.scan_iter(f"{{{prefix}}}:*", count=5000)]
         for i in range(0, len(keys), 1000):
             await client.unlink(*keys[i : i + 1000])
         await client.aclose()

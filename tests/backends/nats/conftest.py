@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
-from tests.nats_servers import NatsServer, require_binary
+from tests.nats_servers import NatsCluster, NatsServer, require_binary
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +35,17 @@ def nats_server(
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def cluster(nats_binary: Path, tmp_path: Path) -> Iterator[NatsCluster]:
+    """A private three-node cluster of this test's own (R3 streams; nodes to SIGKILL)."""
+    started = NatsCluster(nats_binary, tmp_path / "cluster")
+    started.start()
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture

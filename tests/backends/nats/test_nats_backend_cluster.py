@@ -4,44 +4,17 @@ the middle of the work and restarted, and nothing accepted is lost, no outcome i
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
-from pathlib import Path
-from typing import TypeVar
 
 import msgspec
 import pytest
 
 from pigeon.backends.nats import NatsBackend
 from pigeon.message import Message, Outcome, QueueStats, new_id
+from tests.backends.nats.retrying import eventually
 from tests.nats_servers import NatsCluster
 
-T = TypeVar("T")
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cluster(nats_binary: Path, tmp_path: Path) -> Iterator[NatsCluster]:
-    started = NatsCluster(nats_binary, tmp_path / "cluster")
-    started.start()
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-async def eventually(attempt: Callable[[], Awaitable[T]], within: float = 30.0) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await attempt()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.3)
 
 
 async def test_work_survives_a_sigkill_of_the_stream_leader(cluster: NatsCluster) -> None:

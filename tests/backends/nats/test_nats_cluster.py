@@ -4,10 +4,7 @@ SIGKILLed, and again after that node restarts."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -16,6 +13,7 @@ from nats.js import JetStreamContext
 
 from pigeon.backends.nats.batch import BatchConflict, Write, publish_atomic
 from pigeon.backends.nats.connections import open_stream, parse_url
+from tests.backends.nats.retrying import eventually as retrying
 from tests.nats_servers import NatsCluster
 
 T = TypeVar("T")
@@ -23,27 +21,9 @@ T = TypeVar("T")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def cluster(nats_binary: Path, tmp_path: Path) -> Iterator[NatsCluster]:
-    started = NatsCluster(nats_binary, tmp_path / "cluster")
-    started.start()
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-async def eventually(attempt: Callable[[], Awaitable[T]], within: float = 20.0) -> T:
-    """``attempt()``'s result once it stops raising (a leader election takes a few
-    seconds), or its last error once ``within`` seconds have passed."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await attempt()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+async def eventually(attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()``'s result once it stops raising: a leader election takes a few seconds."""
+    return await retrying(attempt, within=20.0)
 
 
 async def leader_of(js: JetStreamContext, stream: str) -> str:

@@ -4,20 +4,16 @@ view's ordered consumer resumes where it was, and everything stored before is st
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from pigeon.backends.nats import NatsBackend
 from pigeon.errors import BackendError
 from pigeon.message import Delivery, Message, new_id
+from tests.backends.nats.retrying import eventually
 from tests.nats_servers import NatsServer
-
-T = TypeVar("T")
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +28,6 @@ def server(nats_binary: Path, tmp_path: Path) -> Iterator[NatsServer]:
         started.stop()
 
 
-async def eventually(attempt: Callable[[], Awaitable[T]], within: float = 30.0) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await attempt()
-        except BackendError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.3)
-
-
 async def test_the_backend_carries_on_after_its_server_restarts(server: NatsServer) -> None:
     backend = NatsBackend(f"{server.url}?stream=restart")
     await backend.open()
@@ -51,11 +36,13 @@ async def test_the_backend_carries_on_after_its_server_restarts(server: NatsServ
         await backend.enqueue(sent[:5])
         server.kill()
         server.start()
-        await eventually(lambda: backend.enqueue(sent[5:]))
+        await eventually(lambda: backend.enqueue(sent[5:]), errors=(BackendError,))
 
         got: list[Delivery] = []
         while len(got) < len(sent):
-            got += await eventually(lambda: backend.fetch(["q"], 10, "w", wait=1.0))
+            got += await eventually(
+                lambda: backend.fetch(["q"], 10, "w", wait=1.0), errors=(BackendError,)
+            )
         assert sorted(d.id for d in got) == sorted(m.id for m in sent)
     finally:
         await backend.close()

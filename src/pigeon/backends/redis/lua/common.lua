@@ -227,7 +227,9 @@ local function finish(id, queue, state, ttl, record, reason, task)
     redis.call('ZADD', B .. 'dead', NOW, id)
     redis.call('ZADD', B .. 'dq:' .. queue, NOW, id)
   end
-  task = task or redis.call('HGET', key, 't') or ''
+  if not task and (ttl > 0 or state == 'dead') then -- only a kept outcome is indexed
+    task = redis.call('HGET', key, 't') or ''
+  end
   redis.call('DEL', key, B .. 'j:' .. id)
   redis.call('ZREM', B .. 'live', id)
   local fkey, jkey = B .. 'f:' .. id, B .. 'jm:' .. id
