@@ -176,7 +176,11 @@ class Delivery(msgspec.Struct, frozen=True):
     cannot). ``attempt`` counts the deliveries of this message and is the fencing token a
     settle must carry. ``failures`` counts the failed attempts so far (retries spent).
     ``lease`` is the length of the lease in seconds (the worker extends it a third of the way
-    through).
+    through). ``waited`` is how long the message was due before this lease, in seconds of
+    the backend's clock (so a worker's skewed clock does not change it): since it was sent
+    (or its delay or ``run_at`` passed), since its retry's backoff ended, or since the lease
+    it lost ran out. A follow-up's counts from its own send's due time, before its parent
+    settled. None from a backend that does not tell.
     """
 
     id: str
@@ -184,6 +188,7 @@ class Delivery(msgspec.Struct, frozen=True):
     failures: int
     body: bytes
     lease: float = 30.0
+    waited: float | None = None
 
 
 class Lease(msgspec.Struct, frozen=True, array_like=True):

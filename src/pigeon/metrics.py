@@ -219,7 +219,7 @@ class WorkerMetrics:
         )  # fmt: skip
         self.wait_seconds = prom.Histogram(
             "pigeon_task_queue_wait_seconds",
-            "Time from a message's due time to its start (first attempts).",
+            "Time from a message's due time to its start (every attempt, follow-ups aside).",
             by_task, buckets=BUCKETS, registry=registry,
         )  # fmt: skip
         live: dict[str, Any] = {"registry": registry, "multiprocess_mode": "livesum"}
@@ -303,15 +303,21 @@ class WorkerMetrics:
             tally = self._tally(m.queue, m.task)
         tally.started += 1
         self._starts[d.id] = (tally, time.monotonic())
-        if d.failures == 0 and m.after is None and m.created_at:
-            # Due when sent, after its delay, or at run_at (the sender's clock); a retry's
-            # or a follow-up's due time is the backend's, which a delivery does not carry.
+        if m.after is not None:
+            return  # held until its parent settled: its due time is its send's, not its release's
+        if d.waited is not None:
+            wait = d.waited  # the backend's own reckoning: a retry's or a lost lease's too
+        elif d.failures == 0 and m.created_at:
+            # A backend that does not tell: due when sent, after its delay, or at run_at
+            # (the sender's clock), known for first attempts only.
             wait = time.time() - max(m.created_at + m.delay, m.run_at or 0.0)
-            if wait > 0:
-                tally.wait[bisect.bisect_left(BUCKETS, wait)] += 1
-                tally.wait_sum += wait
-            else:
-                tally.wait[0] += 1
+        else:
+            return
+        if wait > 0:
+            tally.wait[bisect.bisect_left(BUCKETS, wait)] += 1
+            tally.wait_sum += wait
+        else:
+            tally.wait[0] += 1
 
     def observe(self, process: Process) -> Process:
         async def observed(d: Delivery, cancellation: Cancellation | None) -> Outcome:

@@ -30,6 +30,14 @@ async def flaky() -> str:
     return "ok"
 
 
+async def slow_flaky(seconds: float) -> str:
+    """Runs ``seconds`` and fails its first attempt, then succeeds at once on the retry."""
+    if pigeon.current().failures == 0:
+        await asyncio.sleep(seconds)
+        raise KeyError("first attempt")
+    return "ok"
+
+
 async def raise_named(name: str) -> None:
     """Raises an exception whose type is named ``name`` (one ``error`` label value each)."""
     raise type(name, (Exception,), {})("named")
@@ -49,6 +57,10 @@ TASKS = [
     (ok, {"name": "m.ok"}),
     (fail, {"name": "m.fail"}),
     (flaky, {"name": "m.flaky", "retries": 1, "retry_backoff": 0.01, "retry_backoff_max": 0.01}),
+    (
+        slow_flaky,
+        {"name": "m.slowflaky", "retries": 1, "retry_backoff": 0.01, "retry_backoff_max": 0.01},
+    ),
     (raise_named, {"name": "m.raise", "queue": "errors"}),
     (hold, {"name": "m.hold"}),
     (pid, {"name": "m.pid"}),

@@ -100,13 +100,30 @@ def test_a_worker_counts_every_outcome_start_and_failure_exactly(
     assert count("pigeon_task_run_seconds_count", "m.ok") == 3
     assert count("pigeon_task_run_seconds_bucket", "m.ok", le="+Inf") == 3
     assert count("pigeon_task_run_seconds_count", "m.flaky") == 2
-    # Queue wait is measured for first attempts only (a retry's due time is the backend's).
-    assert count("pigeon_task_queue_wait_seconds_count", "m.flaky") == 1
+    # Queue wait is measured for every attempt, a retry's from its backoff's end.
+    assert count("pigeon_task_queue_wait_seconds_count", "m.flaky") == 2
     assert count("pigeon_task_queue_wait_seconds_count", "m.fail") == 2
     assert value(samples, "pigeon_worker_up", queue="default") == 1
     assert value(samples, "pigeon_worker_up", queue="errors") == 1
     assert value(samples, "pigeon_worker_concurrency") == 4
     assert value(samples, "pigeon_worker_running") == 0
+
+
+def test_a_retry_waits_from_its_backoff_s_end_not_from_the_first_send(
+    app: pigeon.App, workers: Workers
+) -> None:
+    port = free_port()
+    workers.start("-c", "2", "--metrics-port", str(port))
+    settled(app.tasks["m.slowflaky"].send(3.0))  # the first attempt runs 3 s, then fails
+    samples = eventually(lambda: scrape(port), "the metrics endpoint")
+
+    def count(name: str, **labels: str) -> float | None:
+        return value(samples, name, queue="default", task="m.slowflaky", **labels)
+
+    assert count("pigeon_messages_started_total") == 2
+    assert count("pigeon_task_queue_wait_seconds_count") == 2
+    # neither attempt waited the 3 s the first one ran: the retry counts from its due time
+    assert count("pigeon_task_queue_wait_seconds_bucket", le="2.5") == 2
 
 
 def test_queue_depth_and_dead_letters_are_what_stats_says(
@@ -151,11 +168,13 @@ def test_a_supervisor_serves_one_endpoint_whose_totals_add_up_across_its_process
     labels = {"queue": "default", "task": "m.pid"}
 
     def flushed() -> Samples | None:
-        # A supervised process writes its counts to its metric file once a second.
+        # A supervised process writes its counts to its metric file once a second, one
+        # family after another: a scrape may fall between two of them, so wait for all.
         now = scrape(port)
-        return now if now and value(now, "pigeon_messages_started_total", **labels) == 40 else None
+        names = ("pigeon_messages_started_total", "pigeon_task_run_seconds_count")
+        return now if now and all(value(now, n, **labels) == 40 for n in names) else None
 
-    samples = eventually(flushed, "the 40 starts on the supervisor's metrics endpoint")
+    samples = eventually(flushed, "the 40 starts and runs on the supervisor's metrics endpoint")
     assert value(samples, "pigeon_messages_total", outcome="succeeded", **labels) == 40
     assert value(samples, "pigeon_messages_started_total", **labels) == 40
     assert value(samples, "pigeon_task_run_seconds_count", **labels) == 40

@@ -31,7 +31,9 @@ Fetch
     attempt, for ``extend``, ``settle``, ``cancel``, ``stats`` and ``inspect``). When a lease
     has run out ``max_deliveries`` times without a settle, the fetch that finds it
     dead-letters it as poison instead of delivering it; expired and poison messages do not
-    take a place in ``limit``.
+    take a place in ``limit``. Each delivery's ``waited`` is the seconds, on the backend's
+    clock, between the message's due time (its send, delay or ``run_at``; a retry's backoff's
+    end; a lost lease's end) and this lease (``tests/conformance/test_fetch_waited.py``).
     A message whose expiry has passed is settled ``dead`` (expired) instead. Its expiry is
     resolved at enqueue on the backend's clock, as its due time is: the earlier of
     ``expires_at`` (absolute) and now + ``expires`` (relative), when set; a ``requeue``

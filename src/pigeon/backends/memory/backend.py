@@ -251,7 +251,8 @@ class MemoryBackend(Pausing):
                 length = lease if lease is not None else m.lease
                 rec.lease_until = now + length
                 heapq.heappush(self._leases, (rec.lease_until, mid, rec.attempt))
-                out.append(Delivery(mid, rec.attempt, rec.failures, rec.body, length))
+                waited = max(now - rec.due, 0.0)
+                out.append(Delivery(mid, rec.attempt, rec.failures, rec.body, length, waited))
         return out
 
     def _held(self, lease: Lease) -> _Record | None:

@@ -294,7 +294,9 @@ class NatsBackend(Control, Coordination):
         except BatchConflict:
             return None  # another worker took it (or it changed): skip it
         await self.view.reached(stored)
-        return Delivery(rec.id, leased.attempt, rec.failures, rec.body, length)
+        return Delivery(
+            rec.id, leased.attempt, rec.failures, rec.body, length, max(now - rec.due, 0.0)
+        )
 
     async def _reclaim(self, id: str, was: r.Record, now: float) -> None:
         def step() -> list[Write] | None:

@@ -35,7 +35,10 @@ def deliveries(leased: list[Any]) -> list[Delivery]:
     """The leased rows as deliveries: in the order of the queues asked for, then highest
     priority, earliest due time, id."""
     leased.sort(key=lambda r: (r["ord"], -r["priority"], r["due"], r["id"]))
-    return [Delivery(r["id"], r["attempt"], r["failures"], r["body"], r["lease"]) for r in leased]
+    return [
+        Delivery(r["id"], r["attempt"], r["failures"], r["body"], r["lease"], r["waited"])
+        for r in leased
+    ]
 
 
 def message_info(id: str, r: Any) -> MessageInfo | None:

@@ -67,13 +67,15 @@ class Fetched(NamedTuple):
 
 def fetched(reply: list[Any]) -> Fetched:
     """The reply of ``fetch.lua``: ``[now, next due or -1, id, attempt, failures, body,
-    lease seconds, id, ...]``, five entries per message leased."""
+    lease seconds, waited microseconds, id, ...]``, six entries per message leased."""
     rows = iter(reply)
     now, next_due = next(rows), next(rows)
-    # the same iterator five times: each tuple is one message's five entries, in order
+    # the same iterator six times: each tuple is one message's six entries, in order
     deliveries = [
-        Delivery(mid.decode(), attempt, failures, body, float(lease))
-        for mid, attempt, failures, body, lease in zip(rows, rows, rows, rows, rows, strict=True)
+        Delivery(mid.decode(), attempt, failures, body, float(lease), waited / 1e6)
+        for mid, attempt, failures, body, lease, waited in zip(
+            rows, rows, rows, rows, rows, rows, strict=True
+        )
     ]
     return Fetched(now, next_due, deliveries)
 
@@ -81,7 +83,7 @@ def fetched(reply: list[Any]) -> Fetched:
 def fetched_leases(reply: list[Any]) -> list[Lease]:
     """The leases of a ``fetch.lua`` reply (see ``fetched``): each message's id and attempt."""
     flat = reply[2:]
-    return [Lease(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 5)]
+    return [Lease(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 6)]
 
 
 def verdicts(reply: bytes) -> list[bool]:

@@ -214,7 +214,9 @@ class Store:
                     params = (worker, now, length, queue, priority, wanted)
                     rows = db.execute(self._sql["lease"], params).fetchall()
                     rows.sort()  # RETURNING order is unspecified: (due, id)
-                    deliveries.extend(Delivery(r[1], r[2], r[3], r[4], r[5]) for r in rows)
+                    deliveries.extend(
+                        Delivery(r[1], r[2], r[3], r[4], r[5], max(now - r[0], 0.0)) for r in rows
+                    )
         return deliveries, finished
 
     def anything_due(self, queues: Sequence[str]) -> bool:

@@ -233,13 +233,14 @@ leased AS (
     WHERE m.id = ANY (ARRAY(SELECT id FROM candidates))
     RETURNING m.id, m.attempt, m.failures, m.body, coalesce($4::float8, m.lease_len) AS lease,
               array_position($1::text[], m.queue) AS ord, m.priority,
-              extract(epoch FROM m.due)::float8 AS due
+              extract(epoch FROM m.due)::float8 AS due,
+              greatest(extract(epoch FROM now() - m.due)::float8, 0) AS waited
 )
-SELECT id, attempt, failures, body, lease, ord, priority, due,
+SELECT id, attempt, failures, body, lease, ord, priority, due, waited,
        NULL::bool AS lapsed, NULL::bool AS expired, NULL::float8 AS next_in
 FROM leased
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, f.lapsed, f.expired,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, f.lapsed, f.expired,
        CASE WHEN (SELECT count(*) FROM leased) < $2 THEN (
            SELECT extract(epoch FROM min(t) - now())::float8
            FROM (

@@ -4,7 +4,8 @@
 -- an expired message is settled dead instead of being leased.
 -- ARGV[2] worker, ARGV[3] lease seconds ('' for each message's own), ARGV[4] limit,
 -- ARGV[5..] queues.
--- Returns {now, next due time or -1, id, attempt, failures, body, lease seconds, ...}.
+-- Returns {now, next due time or -1, id, attempt, failures, body, lease seconds, waited
+-- microseconds (since the message was due), ...}.
 -- The next due time (earliest scheduled message of these queues or lease deadline) is
 -- given when the queues were drained (fewer than `limit` leased), for the caller to sleep
 -- until. A queue left with due work gets a wake-up token, for the next blocked fetch.
@@ -16,12 +17,13 @@
 local worker, override, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local out = {NOW, -1}
 
-local function deliver(id, attempt, failures, body, lease)
+local function deliver(id, attempt, failures, body, lease, due)
   out[#out + 1] = id
   out[#out + 1] = attempt
   out[#out + 1] = failures
   out[#out + 1] = body
   out[#out + 1] = lease
+  out[#out + 1] = math.max(NOW - (tonumber(due) or NOW), 0)
 end
 
 -- A retried call: hand back what the first run leased, if it is still held as leased.
@@ -30,9 +32,9 @@ if previous then
   local taken = cjson.decode(previous)
   for i = 1, #taken, 3 do
     local id, attempt = taken[i], taken[i + 1]
-    local h = redis.call('HMGET', B .. 'm:' .. id, 'st', 'a', 'f', 'b')
+    local h = redis.call('HMGET', B .. 'm:' .. id, 'st', 'a', 'f', 'b', 'due')
     if h[1] == 'leased' and tonumber(h[2]) == attempt then
-      deliver(id, attempt, tonumber(h[3] or 0), h[4], taken[i + 2])
+      deliver(id, attempt, tonumber(h[3] or 0), h[4], taken[i + 2], h[5])
     end
   end
   return out
@@ -105,7 +107,7 @@ for _, queue in ipairs(active) do
     for i = 1, #popped, 2 do
       local id = popped[i]
       local key = B .. 'm:' .. id
-      local h = redis.call('HMGET', key, 'st', 'ex', 'a', 'f', 'b', 'll', 'ttl')
+      local h = redis.call('HMGET', key, 'st', 'ex', 'a', 'f', 'b', 'll', 'ttl', 'due')
       if h[1] == 'pending' then
         if h[2] and tonumber(h[2]) <= NOW then
           finish(id, queue, 'dead', tonumber(h[7]), failure_record(id, 'dead', 'Expired',
@@ -118,7 +120,7 @@ for _, queue in ipairs(active) do
           redis.call('HSET', key, 'st', 'leased', 'a', attempt, 'w', worker, 'lu', until_)
           redis.call('ZADD', B .. 'leases', until_, id)
           count_leased(queue, 1)
-          deliver(id, attempt, tonumber(h[4] or 0), h[5], lease)
+          deliver(id, attempt, tonumber(h[4] or 0), h[5], lease, h[8])
           taken[#taken + 1] = id
           taken[#taken + 1] = attempt
           taken[#taken + 1] = lease
