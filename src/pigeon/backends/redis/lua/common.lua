@@ -182,18 +182,43 @@ local function failure_record(id, state, type, message)
     .. '","message":' .. cjson.encode(message) .. ',"id":' .. jid .. '}}'
 end
 
+-- The index writes of this call, made at its end by write_indexes (from publish): one
+-- ZADD per index (results and the history's) and one ZREM of the live index per call, not
+-- one per message (a settle of 100 outcomes made 600 calls into Redis for them before).
+local history = {} -- zset key -> {score, member, score, member, ...}
+local unlive = {} -- ids that left the live index
+
+local function history_add(key, score, member)
+  local entries = history[key]
+  if not entries then
+    entries = {}
+    history[key] = entries
+  end
+  entries[#entries + 1] = score
+  entries[#entries + 1] = member
+end
+
 -- A kept outcome's (or dead letter's) entry in the history indexes that list.lua walks,
--- kept until until_us (sweep drops it then): one ZADD per index.
+-- kept until until_us (sweep drops it then). Written at the end of the call.
 local function index_history(id, queue, task, state, record, until_us)
   local kind = ''
   if state ~= 'succeeded' then
     kind = string.match(record, '"error":{"type":"([^"\\]*)"') or ''
   end
   local member = id .. '\t' .. queue .. '\t' .. task .. '\t' .. state .. '\t' .. kind
-  redis.call('ZADD', B .. 'h', 0, member)
-  redis.call('ZADD', B .. 'hq:' .. queue, 0, member)
-  redis.call('ZADD', B .. 'ht:' .. task, 0, member)
-  redis.call('ZADD', B .. 'hx', until_us, member)
+  history_add(B .. 'h', 0, member)
+  history_add(B .. 'hq:' .. queue, 0, member)
+  history_add(B .. 'ht:' .. task, 0, member)
+  history_add(B .. 'hx', until_us, member)
+end
+
+local function write_indexes()
+  for key, entries in pairs(history) do
+    for i = 1, #entries, 2000 do
+      redis.call('ZADD', key, unpack(entries, i, math.min(i + 1999, #entries)))
+    end
+  end
+  zrem_all(B .. 'live', unlive)
 end
 
 -- Drop the history entries of id (a dead letter requeued, its outcome forgotten).
@@ -231,7 +256,7 @@ local function finish(id, queue, state, ttl, record, reason, task)
     task = redis.call('HGET', key, 't') or ''
   end
   redis.call('DEL', key, B .. 'j:' .. id)
-  redis.call('ZREM', B .. 'live', id)
+  unlive[#unlive + 1] = id
   local fkey, jkey = B .. 'f:' .. id, B .. 'jm:' .. id
   local followers, joins = {}, {}
   -- One EXISTS for the usual case of a message nothing depends on, instead of two reads.
@@ -249,8 +274,8 @@ local function finish(id, queue, state, ttl, record, reason, task)
     local ms = math.max(1, math.floor(ttl * 1000 + 0.5))
     local stored = string.sub(record, 1, -2) .. ',"settled_at":' .. NOW_S .. '}'
     if redis.call('SET', B .. 'r:' .. id, stored, 'PX', ms, 'NX') then
-      redis.call('ZADD', B .. 'results', NOW + ms * 1000, id)
       kept = NOW + ms * 1000
+      history_add(B .. 'results', kept, id)
       if #stored <= INLINE_LIMIT then
         published = stored
       end
@@ -288,6 +313,7 @@ end
 -- in its wake list, which a blocked fetch (BLPOP) takes as soon as this script ends. One
 -- token is enough: a fetch that leaves work behind pushes the next one (fetch.lua).
 local function publish()
+  write_indexes()
   if #done > 0 then
     redis.call('PUBLISH', B .. 'done', cjson.encode(done))
   end
