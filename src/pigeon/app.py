@@ -34,7 +34,14 @@ T = TypeVar("T")
 
 DEFAULT_MAX_PAYLOAD = 1 << 20
 
-__all__ = ["DEFAULT_MAX_PAYLOAD", "SEND_CHUNK", "App"]
+#: ``App(around_sync_run=...)``: called in the worker's thread with a sync task's call (no
+#: arguments), it returns what the call returns (or raises what it raises).
+AroundSyncRun = Callable[[Callable[[], Any]], Any]
+#: ``App(around_async_run=...)``: awaited on the worker's loop with an async task's call (no
+#: arguments, returns the coroutine), it returns what the coroutine returns.
+AroundAsyncRun = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+__all__ = ["DEFAULT_MAX_PAYLOAD", "SEND_CHUNK", "App", "AroundAsyncRun", "AroundSyncRun"]
 
 
 class App:
@@ -53,6 +60,13 @@ class App:
     of the workers' attempts, the trace context carried in each message's headers (see
     ``pigeon.tracing``; needs ``pigeon[otel]``); ``trace_parent`` says whether an attempt's
     span is linked to its message's creation context (``"link"``) or its child (``"child"``).
+    ``around_sync_run`` and ``around_async_run`` (default None: nothing) surround each run
+    of a task by a worker of this App, for what a framework does around a unit of work: the
+    first is called in the worker's thread with a sync task's call (``around(call)`` must
+    call ``call()`` and return its result), the second awaited on the worker's loop with an
+    async task's (``await around(call)`` must return ``await call()``). The Django
+    integration recycles Django's database connections there, as Django does around a
+    request.
     """
 
     def __init__(
@@ -66,8 +80,12 @@ class App:
         events: bool | None = None,
         tracing: bool | None = None,
         trace_parent: TraceParent = "link",
+        around_sync_run: AroundSyncRun | None = None,
+        around_async_run: AroundAsyncRun | None = None,
     ) -> None:
         self.url = url or os.environ.get("PIGEON_URL") or DEFAULT_URL
+        self.around_sync_run = around_sync_run
+        self.around_async_run = around_async_run
         if events is None:
             events = os.environ.get("PIGEON_EVENTS", "").lower() in ("1", "true", "yes", "on")
         self.publish_events = events

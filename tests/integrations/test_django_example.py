@@ -6,7 +6,9 @@ Every committed order's task runs exactly once and finds its order; no rolled-ba
 task runs. On PostgreSQL and SQLite the sends are written through Django's own connection in
 the order's transaction; with pigeon on another backend (Redis) they are sent on commit.
 Each case is a process tree of its own (Django's settings are per process), on a database
-of its own: a file, or a schema of the shared PostgreSQL server, dropped afterwards.
+of its own: a file, or a schema of the shared PostgreSQL server, or (for pigeon's default
+on PostgreSQL, no ``PIGEON_URL``: schema ``pigeon`` of Django's database) a database of
+the shared server, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Project:
     pigeon_url: str
     follows: str  # "transaction" or "on_commit": how sends follow Django's transactions
     count_runs: Callable[[], list[tuple[str, bool]]]  # (order_ref, found) per run
+    messages: str = "messages"  # pigeon's table of messages, as Django's connection names it
 
     def manage(self, *args: str, timeout: float = 60) -> str:
         done = subprocess.run(
@@ -71,10 +74,17 @@ def _sqlite_runs(path: Path) -> list[tuple[str, bool]]:
     return [(str(uuid.UUID(ref)), bool(found)) for ref, found in rows]
 
 
-def _pg_runs(schema: str) -> list[tuple[str, bool]]:
-    with psycopg.connect(PG_DSN) as conn:
+def _pg_runs(schema: str, dsn: str = PG_DSN) -> list[tuple[str, bool]]:
+    with psycopg.connect(dsn) as conn:
         rows = conn.execute(f'SELECT order_ref, found FROM "{schema}".orders_fulfilment')
         return [(str(ref), bool(found)) for ref, found in rows]
+
+
+def _require_pg() -> None:
+    templates = [u for u in BACKEND_URLS if scheme_of(u) in ("postgresql", "postgres")]
+    if not templates:
+        pytest.skip("postgresql is not among the backends under test")
+    require_server(templates[0])
 
 
 def _sqlite_project(tmp_path: Path) -> Iterator[Project]:
@@ -85,10 +95,7 @@ def _sqlite_project(tmp_path: Path) -> Iterator[Project]:
 
 
 def _pg_project(tmp_path: Path) -> Iterator[Project]:
-    templates = [u for u in BACKEND_URLS if scheme_of(u) in ("postgresql", "postgres")]
-    if not templates:
-        pytest.skip("postgresql is not among the backends under test")
-    require_server(templates[0])
+    _require_pg()
     schema = f"pigeon_test_{RUN_ID}_django_{uuid.uuid4().hex[:8]}"
     url = f"{PG_DSN}?schema={schema}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
@@ -96,9 +103,25 @@ def _pg_project(tmp_path: Path) -> Iterator[Project]:
     env = _env(SHOP_DATABASE="postgresql", SHOP_PG_NAME="test", SHOP_PG_SCHEMA=schema)
     env["PIGEON_URL"] = url  # the same database, in the project's schema
     try:
-        yield Project(env, url, "transaction", lambda: _pg_runs(schema))
+        yield Project(env, url, "transaction", lambda: _pg_runs(schema), f'"{schema}".messages')
     finally:
         asyncio.run(cleanup(url))
+
+
+def _pg_default_project(tmp_path: Path) -> Iterator[Project]:
+    """No PIGEON_URL: pigeon's URL is derived from DATABASES["default"], and its tables go
+    in the schema ``pigeon`` of Django's database (one of the test's own)."""
+    _require_pg()
+    name = f"pigeon_test_{RUN_ID}_django_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    env = _env(SHOP_DATABASE="postgresql", SHOP_PG_NAME=name)
+    try:
+        yield Project(env, url, "transaction", lambda: _pg_runs("public", url), "pigeon.messages")
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _redis_project(tmp_path: Path) -> Iterator[Project]:
@@ -118,6 +141,7 @@ def _redis_project(tmp_path: Path) -> Iterator[Project]:
 PROJECTS = {
     "sqlite": _sqlite_project,
     "postgresql": _pg_project,
+    "postgresql-default-url": _pg_default_project,
     "redis-on-commit": _redis_project,
 }
 
@@ -232,10 +256,7 @@ def _probe(project: Project, table: str) -> dict[str, int]:
 
 def test_a_send_inside_atomic_follows_the_transaction_as_documented(project: Project) -> None:
     if project.follows == "transaction":
-        table = "messages"
-        if "schema=" in project.pigeon_url:
-            table = f'"{project.pigeon_url.split("schema=", 1)[1]}".messages'
-        seen = _probe(project, table)
+        seen = _probe(project, project.messages)
         assert seen == {"in_transaction": 1, "on_commit": 0, "after_rollback": 0}
     else:
         # pigeon's store is elsewhere: count Django's own table instead, to keep the probe.
@@ -273,6 +294,7 @@ def test_the_app_is_made_from_settings_with_every_apps_tasks(project: Project) -
     assert seen["elsewhere"] is False
     assert seen["tasks"] == ["orders.tasks.fulfil"]  # autodiscovered: nothing imported it
     if project.env["SHOP_DATABASE"] == "postgresql":
-        assert seen["derived"] == "postgresql://postgres@127.0.0.1:5432/test"
+        name = project.env["SHOP_PG_NAME"]
+        assert seen["derived"] == f"postgresql://postgres@127.0.0.1:5432/{name}"
     else:
         assert seen["derived"] == f"sqlite:///{Path(project.env['SHOP_SQLITE']).resolve()}"

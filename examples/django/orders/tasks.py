@@ -9,6 +9,6 @@ app = get_app()
 @app.task(retries=3)
 def fulfil(order_ref: str) -> bool:
     """Fulfil an order; sent by ``views.place_order`` in the order's transaction."""
-    found = Order.objects.filter(ref=order_ref).exists()
+    found: bool = Order.objects.filter(ref=order_ref).exists()
     Fulfilment.objects.create(order_ref=order_ref, found=found)
     return found

@@ -20,7 +20,7 @@ def place_order(item: str, *, reject: bool = False) -> Order:
     """Store an order and send its fulfilment, in one transaction: the task runs only if the
     order commits (and then finds it). ``reject`` raises OrderRejected after the send."""
     with transaction.atomic():
-        order = Order.objects.create(item=item)
+        order: Order = Order.objects.create(item=item)
         fulfil.send(str(order.ref))
         if reject:
             raise OrderRejected(order.ref)

@@ -54,8 +54,14 @@ class Executor:
         gate: Gate | None = None,
         on_start: Callable[[Delivery, Message], None] | None = None,
         reporter: Callable[[Progress], None] | None = None,
+        around_sync: Callable[[Callable[[], Any]], Any] | None = None,
+        around_async: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
     ) -> None:
         self.tasks = tasks
+        # What each run of a task is surrounded with (``App.around_sync_run`` in the task's
+        # thread, ``App.around_async_run`` on the loop): None, the default, adds nothing.
+        self.around_sync = around_sync
+        self.around_async = around_async
         self.gate = gate
         self.on_start = on_start
         self.reporter = reporter
@@ -276,11 +282,20 @@ class Executor:
         cancellation: Cancellation | None,
     ) -> Any:
         if task.is_async:
+            if self.around_async is None:
+                run = task.fn(*args, **kwargs)
+            else:
+                run = self.around_async(functools.partial(task.fn, *args, **kwargs))
             if cancellation is None:
-                return await task.fn(*args, **kwargs)
-            return await _cancellable(task.fn(*args, **kwargs), cancellation)
+                return await run
+            return await _cancellable(run, cancellation)
         ctx = contextvars.copy_context()
-        call = functools.partial(ctx.run, task.fn, *args, **kwargs)
+        if self.around_sync is None:
+            call = functools.partial(ctx.run, task.fn, *args, **kwargs)
+        else:
+            call = functools.partial(
+                ctx.run, self.around_sync, functools.partial(task.fn, *args, **kwargs)
+            )
         self.threads_busy += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, call)

@@ -210,6 +210,8 @@ class Worker:
             gate=gate,
             on_start=on_start,
             reporter=reporter,
+            around_sync=self.app.around_sync_run,
+            around_async=self.app.around_async_run,
         )
         events = Publisher(backend) if self.app.publish_events else None
         settle = backend.settle if observer is None else observer.settling(backend.settle)

@@ -12,9 +12,14 @@ Put ``"pigeon.integrations.django"`` in ``INSTALLED_APPS`` and configure the App
     def send_receipt(order_id: int) -> None: ...
 
 A send inside ``transaction.atomic()`` is durable only if the transaction commits (``app``:
-written through Django's connection on PostgreSQL and SQLite, sent on commit elsewhere).
+written through Django's connection on PostgreSQL with psycopg 3 and on SQLite, sent on
+commit elsewhere, and on psycopg2, with a warning logged once, as on SQLite outside
+``transaction_mode: IMMEDIATE``: ``following``).
 Workers: ``python manage.py pigeon worker [OPTIONS]`` (every ``pigeon`` verb works this way),
 or ``pigeon worker pigeon.integrations.django:app`` with ``DJANGO_SETTINGS_MODULE`` set.
+They recycle Django's database connections around each task as Django does around each
+request, ``close_old_connections()`` before and after it (``connections``): a connection
+past ``CONN_MAX_AGE`` or broken by a database restart is not used by the next task.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ transaction commits:
 
 Outside ``atomic()`` a send is the App's ordinary send. A send from a coroutine (an event
 loop running in this thread) is sent on commit too: Django's connections are sync.
+
+A worker of a ``DjangoApp`` recycles Django's database connections around each task as
+Django does around a request (``connections``: ``close_old_connections`` before and after).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from django.db import connections, transaction
 
 from pigeon.app import App
 from pigeon.backends.postgres.psycopg_connection import is_psycopg
+from pigeon.integrations.django.connections import around_async_run, around_sync_run
 from pigeon.message import Message
 from pigeon.promise import MessagePromise, Promise, TaskLike
 
@@ -40,9 +44,12 @@ class DjangoApp(App):
     """A ``pigeon.App`` whose sends follow the transactions of Django's ``database``
     (see the module). ``follows_database`` says whether its backend stores in that
     database itself (``config.same_database``), so that sends can be written through
-    Django's connection; otherwise they are sent on commit."""
+    Django's connection; otherwise they are sent on commit. Its workers close Django's
+    old connections before and after each task (``connections``)."""
 
     def __init__(self, url: str | None = None, *, database: str = "default", **options: Any):
+        options.setdefault("around_sync_run", around_sync_run)
+        options.setdefault("around_async_run", around_async_run)
         super().__init__(url, **options)
         self.database = database
         self.follows_database = False
