@@ -382,3 +382,30 @@ def merge(query: MessageQuery, found: Iterable[Sifted]) -> MessagePage:
         rows = rows[: query.limit]
         return MessagePage(rows, rows[-1].id)
     return MessagePage(rows, floor)
+
+
+#: One store's rows within a walk, newest first (None: an entry gone meanwhile).
+Rows = Callable[[Walk], Iterable[MessageRow | None]]
+
+
+def page_in_process(
+    query: MessageQuery, key_id: str | None, live: Rows, finished: Sequence[Rows]
+) -> MessagePage:
+    """One page of ``query`` over stores held in this process (memory's dicts, NATS's view):
+    the ``live`` rows and each of the ``finished`` stores' rows within the walk, merged.
+    ``key_id`` is the id ``query.key`` stands for (see ``walk_of``)."""
+    walk = walk_of(query, key_id)
+    if walk.empty:
+        return MessagePage([])
+    want_live, want_finished = sources(query)
+    found = []
+    if want_live:
+        found.append(sift(query, live(walk), None))
+    if want_finished:
+        found.extend(sift(query, rows(walk), None) for rows in finished)
+    return merge(query, found)
+
+
+def inside(walk: Walk, ids: Iterable[str]) -> list[str]:
+    """The ids within ``walk``'s range, newest first (a pass over all of them)."""
+    return sorted((i for i in ids if walk.lo <= i < walk.hi), reverse=True)

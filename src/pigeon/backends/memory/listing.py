@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from pigeon.backends.base import MessagePage, MessageQuery, MessageRow
-from pigeon.backends.shared import Walk, error_type, merge, sift, sources, walk_of
+from pigeon.backends.shared import Walk, error_type, inside, page_in_process
 from pigeon.message import DeadLetter, Message, Result, State
 
 
@@ -38,25 +38,16 @@ def list_stored(
     if query.key is not None:
         held = keys.get(query.key)
         key_id = held[0] if held is not None and held[1] > now else None
-    walk = walk_of(query, key_id)
-    if walk.empty:
-        return MessagePage([])
-    live, finished = sources(query)
-    found = []
-    if live:
-        found.append(sift(query, _live(walk, now, msgs), None))
-    if finished:
-        found.append(sift(query, _outcomes(walk, now, results, where), None))
-        found.append(sift(query, _dead(walk, now, dead), None))
-    return merge(query, found)
-
-
-def _inside(walk: Walk, ids: Iterator[str]) -> list[str]:
-    return sorted((i for i in ids if walk.lo <= i < walk.hi), reverse=True)
+    return page_in_process(
+        query,
+        key_id,
+        lambda walk: _live(walk, now, msgs),
+        [lambda walk: _outcomes(walk, now, results, where), lambda walk: _dead(walk, now, dead)],
+    )
 
 
 def _live(walk: Walk, now: float, msgs: Mapping[str, Live]) -> Iterator[MessageRow]:
-    for mid in _inside(walk, iter(msgs)):
+    for mid in inside(walk, msgs):
         rec = msgs[mid]
         state = rec.state
         if state == "pending" and rec.due > now:
@@ -70,7 +61,7 @@ def _outcomes(
     results: Mapping[str, tuple[Result, float]],
     where: Mapping[str, tuple[str, str]],
 ) -> Iterator[MessageRow | None]:
-    for mid in _inside(walk, iter(results)):
+    for mid in inside(walk, results):
         result, expires = results[mid]
         placed = where.get(mid)
         if expires <= now or placed is None:
@@ -83,7 +74,7 @@ def _outcomes(
 def _dead(
     walk: Walk, now: float, dead: Mapping[str, tuple[DeadLetter, float]]
 ) -> Iterator[MessageRow | None]:
-    for mid in _inside(walk, iter(dead)):
+    for mid in inside(walk, dead):
         letter, expires = dead[mid]
         if expires <= now:
             yield None

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pigeon.backends.base import MessagePage, MessageQuery, MessageRow
 from pigeon.backends.nats import records as r
 from pigeon.backends.nats.view import View
-from pigeon.backends.shared import Walk, error_type, merge, sift, sources, walk_of
+from pigeon.backends.shared import Walk, error_type, inside, page_in_process
 from pigeon.message import State
 
 
@@ -19,26 +19,17 @@ def list_view(query: MessageQuery, now: float, view: View) -> MessagePage:
     if query.key is not None:
         held = view.keys.get(query.key)
         key_id = held.id if held is not None and held.until > now else None
-    walk = walk_of(query, key_id)
-    if walk.empty:
-        return MessagePage([])
-    live, finished = sources(query)
-    found = []
-    if live:
-        found.append(sift(query, _live(walk, now, view), None))
-    if finished:
-        found.append(sift(query, _outcomes(walk, now, view), None))
-        found.append(sift(query, _dead(walk, now, view), None))
-    return merge(query, found)
-
-
-def _inside(walk: Walk, ids: Iterator[str]) -> list[str]:
-    return sorted((i for i in ids if walk.lo <= i < walk.hi), reverse=True)
+    return page_in_process(
+        query,
+        key_id,
+        lambda walk: _live(walk, now, view),
+        [lambda walk: _outcomes(walk, now, view), lambda walk: _dead(walk, now, view)],
+    )
 
 
 def _live(walk: Walk, now: float, view: View) -> Iterator[MessageRow]:
     records = view.records
-    for id in _inside(walk, iter(records)):
+    for id in inside(walk, records):
         rec = records[id]
         if rec.state not in r.LIVE:
             continue
@@ -49,7 +40,7 @@ def _live(walk: Walk, now: float, view: View) -> Iterator[MessageRow]:
 
 
 def _outcomes(walk: Walk, now: float, view: View) -> Iterator[MessageRow | None]:
-    for id in _inside(walk, iter(view.kept)):
+    for id in inside(walk, view.kept):
         kept = view.kept[id]
         rec = view.records.get(id)
         if kept.until <= now or rec is None or rec.state in r.LIVE:
@@ -62,7 +53,7 @@ def _outcomes(walk: Walk, now: float, view: View) -> Iterator[MessageRow | None]
 
 def _dead(walk: Walk, now: float, view: View) -> Iterator[MessageRow | None]:
     records = view.records
-    for id in _inside(walk, iter(records)):
+    for id in inside(walk, records):
         rec = records[id]
         if rec.state != "dead":
             continue
