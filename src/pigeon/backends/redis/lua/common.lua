@@ -185,14 +185,14 @@ end
 -- The index writes of this call, made at its end by write_indexes (from publish): one
 -- ZADD per index (results and the history's) and one ZREM of the live index per call, not
 -- one per message (a settle of 100 outcomes made 600 calls into Redis for them before).
-local history = {} -- zset key -> {score, member, score, member, ...}
+local zadds = {} -- zset key -> {score, member, score, member, ...}, written by write_indexes
 local unlive = {} -- ids that left the live index
 
-local function history_add(key, score, member)
-  local entries = history[key]
+local function zadd_later(key, score, member)
+  local entries = zadds[key]
   if not entries then
     entries = {}
-    history[key] = entries
+    zadds[key] = entries
   end
   entries[#entries + 1] = score
   entries[#entries + 1] = member
@@ -206,14 +206,14 @@ local function index_history(id, queue, task, state, record, until_us)
     kind = string.match(record, '"error":{"type":"([^"\\]*)"') or ''
   end
   local member = id .. '\t' .. queue .. '\t' .. task .. '\t' .. state .. '\t' .. kind
-  history_add(B .. 'h', 0, member)
-  history_add(B .. 'hq:' .. queue, 0, member)
-  history_add(B .. 'ht:' .. task, 0, member)
-  history_add(B .. 'hx', until_us, member)
+  zadd_later(B .. 'h', 0, member)
+  zadd_later(B .. 'hq:' .. queue, 0, member)
+  zadd_later(B .. 'ht:' .. task, 0, member)
+  zadd_later(B .. 'hx', until_us, member)
 end
 
 local function write_indexes()
-  for key, entries in pairs(history) do
+  for key, entries in pairs(zadds) do
     for i = 1, #entries, 2000 do
       redis.call('ZADD', key, unpack(entries, i, math.min(i + 1999, #entries)))
     end
@@ -275,7 +275,7 @@ local function finish(id, queue, state, ttl, record, reason, task)
     local stored = string.sub(record, 1, -2) .. ',"settled_at":' .. NOW_S .. '}'
     if redis.call('SET', B .. 'r:' .. id, stored, 'PX', ms, 'NX') then
       kept = NOW + ms * 1000
-      history_add(B .. 'results', kept, id)
+      zadd_later(B .. 'results', kept, id)
       if #stored <= INLINE_LIMIT then
         published = stored
       end
